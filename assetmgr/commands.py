@@ -1,0 +1,168 @@
+"""The one-shot commands — verify, hydrate, get, status — and how they print their results."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import orjson
+import redis
+
+from . import oneshot
+from .client import AssetClient, IntegrityError
+from .config import Config
+from .connection import redact
+from .schemas import Registry
+from .worker import Limits, Rejected, Result
+from .writer import Guard, Plan
+from .writer_loop import WriterOptions
+
+log = logging.getLogger("assetmgr")
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_VALKEY, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+
+def _discard(_: Sequence[Result]) -> None:
+    pass
+
+
+def verify(cfg: Config, registry: Registry, limits: Limits) -> int:
+    problem = oneshot.root_problem(cfg.root)
+    if problem and "empty" not in problem:
+        sys.stderr.write(f"assetmgr: configuration error: {problem}\n")
+        return EXIT_USAGE
+    progress = oneshot.Progress(sys.stderr.isatty() and cfg.format == "text")
+    found = oneshot.scan(cfg.root, registry, limits, cfg.workers, _discard, progress)
+    rejected = sorted(found.rejected.values(), key=lambda r: r.path)
+    sys.stdout.write(_verify_text(cfg, found, rejected))
+    return EXIT_INVALID if rejected else EXIT_OK
+
+
+def _verify_text(cfg: Config, found: oneshot.Scan, rejected: list[Rejected]) -> str:
+    if cfg.format == "json":
+        doc = {
+            "ok": not rejected,
+            "checked": len(found.paths),
+            "valid": found.valid,
+            "invalid": [{"path": r.path, "code": r.code, "reason": r.reason} for r in rejected],
+        }
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if cfg.format == "github":
+        lines = [
+            f"::error file={_gh_property(os.path.join(cfg.root, r.path))},title=assetmgr "
+            f"{r.code}::{_gh_data(r.path + ': ' + r.reason)}"
+            for r in rejected
+        ]
+        return "".join(line + "\n" for line in lines)
+    lines = [f"{r.path}: {r.reason}" for r in rejected]
+    lines.append(f"{len(found.paths)} checked: {found.valid} valid, {len(rejected)} invalid")
+    return "\n".join(lines) + "\n"
+
+
+def _gh_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(text: str) -> str:
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def writer_options(cfg: Config, oneshot_run: bool = True) -> WriterOptions:
+    return WriterOptions(
+        url=cfg.valkey_url,
+        password=cfg.password,
+        prefix=cfg.key_prefix,
+        connect_timeout=cfg.connect_timeout,
+        guard=Guard(cfg.max_prune_ratio, cfg.allow_mass_delete),
+        dry_run=bool(cfg.values.get("dry_run")),
+        batch_size=cfg.batch_size,
+        oneshot=oneshot_run,
+        log_format=cfg.log_format,
+        log_level=cfg.log_level,
+    )
+
+
+def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
+    problem = oneshot.root_problem(cfg.root)
+    if problem and not cfg.allow_mass_delete:
+        sys.stderr.write(f"assetmgr: refused: {problem} (--allow-mass-delete overrides)\n")
+        return EXIT_REFUSED
+    progress = oneshot.Progress(sys.stderr.isatty())
+    result = oneshot.hydrate(
+        cfg.root, registry, limits, cfg.workers, writer_options(cfg), not cfg.no_prune, progress
+    )
+    plan, report = result.report.plan, result.report
+    for path, reason in sorted(plan.invalid.items()):
+        log.warning("rejected", extra={"path": path, "reason": reason})
+    if cfg.dry_run:
+        sys.stdout.write(_plan_text(plan))
+    counts = " ".join(f"{k}={v}" for k, v in plan.counts().items())
+    seconds = result.scan.seconds
+    rate = len(result.scan.paths) / seconds if seconds else 0.0
+    log.info(
+        f"{'dry run' if cfg.dry_run else 'hydrate'}: {len(result.scan.paths)} files in "
+        f"{seconds:.2f}s ({rate:,.0f}/s): {counts}"
+    )
+    if report.exit_code:
+        prefix = "refused" if report.exit_code == EXIT_REFUSED else "error"
+        sys.stderr.write(f"assetmgr: {prefix}: {report.error}\n")
+        return report.exit_code
+    return EXIT_INVALID if plan.invalid else EXIT_OK
+
+
+def _plan_text(plan: Plan) -> str:
+    lines = []
+    for title, paths in (
+        ("added", plan.added),
+        ("updated", plan.updated),
+        ("deleted", plan.deleted),
+        ("unchanged", plan.unchanged),
+    ):
+        lines.append(f"{title} ({len(paths)}):")
+        lines += [f"  {p}" for p in sorted(paths)]
+    lines.append(f"invalid ({len(plan.invalid)}):")
+    lines += [f"  {p}: {reason}" for p, reason in sorted(plan.invalid.items())]
+    if plan.refused:
+        lines.append(f"refused: {plan.refused}")
+    return "\n".join(lines) + "\n"
+
+
+def get(cfg: Config, path: str) -> int:
+    client = AssetClient.from_url(
+        cfg.valkey_url, password=cfg.password, prefix=cfg.key_prefix, timeout=cfg.connect_timeout
+    )
+    try:
+        asset = client.get(path)
+    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as e:
+        sys.stderr.write(f"assetmgr: cannot reach Valkey at {redact(cfg.valkey_url)}: {_line(e)}\n")
+        return EXIT_VALKEY
+    except IntegrityError as e:
+        sys.stderr.write(f"assetmgr: {e}\n")
+        return EXIT_VALKEY
+    if asset is None:
+        sys.stderr.write(f"assetmgr: {path}: no such asset in Valkey\n")
+        return EXIT_INVALID
+    sys.stdout.buffer.write(asset.data)
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def status(cfg: Config, registry: Registry, limits: Limits) -> int:
+    from .drift import compare
+
+    try:
+        drift = compare(cfg, registry, limits)
+    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as e:
+        sys.stderr.write(f"assetmgr: cannot reach Valkey at {redact(cfg.valkey_url)}: {_line(e)}\n")
+        return EXIT_VALKEY
+    if cfg.values.get("format") == "json":
+        sys.stdout.write(orjson.dumps(drift.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(drift.text())
+    return EXIT_OK if drift.synced else EXIT_INVALID
+
+
+def _line(error: BaseException) -> str:
+    return " ".join(str(error).split())

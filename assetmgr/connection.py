@@ -1,0 +1,55 @@
+"""Opening Valkey connections from a URL, and printing a URL without its secrets.
+
+Children receive URLs, never clients, and open their connection after fork (STYLE §6).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+# valkey:// and valkeys:// are aliases that redis-py does not know by name.
+_SCHEME_ALIASES = {"valkey": "redis", "valkeys": "rediss", "valkey+unix": "unix"}
+SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix", "valkey+unix")
+
+
+def normalize_url(url: str) -> str:
+    """Map the valkey schemes onto the redis ones; raise ValueError for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"unsupported scheme {parts.scheme!r}; use one of {', '.join(SCHEMES)}")
+    scheme = _SCHEME_ALIASES.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, fit for logs and /status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def connect(
+    url: str,
+    *,
+    password: str | None = None,
+    timeout: float = 5.0,
+    client_name: str = "assetmgr",
+) -> redis.Redis:
+    """A client for `url`; `password` (from a file) overrides one in the URL."""
+    kwargs: dict[str, object] = {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": max(timeout, 30.0),
+        "client_name": client_name,
+        "health_check_interval": 0,
+    }
+    if password is not None:
+        kwargs["password"] = password
+    return redis.Redis.from_url(normalize_url(url), **kwargs)

@@ -1,0 +1,131 @@
+"""`assetmgr status`: a read-only comparison of the disk and Valkey, category by category."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import zstandard
+
+from . import oneshot, tree
+from .config import Config
+from .connection import connect
+from .keyspace import Keyspace
+from .schemas import Registry
+from .worker import Accepted, Limits, Rejected, Result
+
+CHUNK = 500
+
+
+@dataclass
+class Drift:
+    in_sync: list[str] = field(default_factory=list)
+    would_add: list[str] = field(default_factory=list)
+    would_update: list[str] = field(default_factory=list)
+    would_delete: list[str] = field(default_factory=list)
+    invalid_on_disk: dict[str, str] = field(default_factory=dict)
+    blob_mismatch: list[str] = field(default_factory=list)
+    manifest_without_blob: list[str] = field(default_factory=list)
+    blob_without_manifest: list[str] = field(default_factory=list)
+    not_assets: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> dict[str, int]:
+        counts = {k: len(v) for k, v in asdict(self).items() if k != "in_sync"}
+        return {k: v for k, v in counts.items() if v}
+
+    @property
+    def synced(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        doc: dict[str, object] = {"in_sync": self.synced, "counts": {"in_sync": len(self.in_sync)}}
+        doc["counts"] = {"in_sync": len(self.in_sync), **self.problems}
+        doc.update({k: v for k, v in asdict(self).items() if k != "in_sync"})
+        return doc
+
+    def text(self) -> str:
+        lines = [f"in sync: {len(self.in_sync)}"]
+        for name, items in asdict(self).items():
+            if name == "in_sync" or not items:
+                continue
+            lines.append(f"{name.replace('_', ' ')}: {len(items)}")
+            if isinstance(items, dict):
+                lines += [f"  {p}: {reason}" for p, reason in sorted(items.items())]
+            else:
+                lines += [f"  {p}" for p in sorted(items)]
+        lines.append("status: " + ("in sync" if self.synced else "DRIFT"))
+        return "\n".join(lines) + "\n"
+
+
+def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
+    disk: dict[str, Accepted | Rejected] = {}
+
+    def keep(results: Sequence[Result]) -> None:
+        disk.update((r.path, r) for r in results if isinstance(r, Accepted | Rejected))
+
+    client = connect(cfg.valkey_url, password=cfg.password, timeout=cfg.connect_timeout)
+    client.ping()
+    progress = oneshot.Progress(False)
+    oneshot.scan(cfg.root, registry, limits, cfg.workers, keep, progress)
+    ks = Keyspace(cfg.key_prefix)
+    manifests = {
+        ks.path_of_manifest(k.decode())
+        for k in client.scan_iter(match=ks.manifest_pattern, count=1000)
+    }
+    blobs = {
+        ks.path_of_blob(k.decode()) for k in client.scan_iter(match=ks.blob_pattern, count=1000)
+    }
+    drift = Drift()
+    stored_hash = _stored_hashes(client, ks, sorted(manifests & blobs))
+    for path in sorted(manifests | blobs):
+        if not tree.is_asset_name(path):
+            drift.not_assets.append(path)
+        elif path not in blobs:
+            drift.manifest_without_blob.append(path)
+        elif path not in manifests:
+            drift.blob_without_manifest.append(path)
+        elif stored_hash.get(path) is None:
+            drift.blob_mismatch.append(path)
+    for path, result in sorted(disk.items()):
+        if isinstance(result, Rejected):
+            drift.invalid_on_disk[path] = result.reason
+        elif path not in manifests:
+            drift.would_add.append(path)
+        elif stored_hash.get(path) not in (None, result.hash):
+            drift.would_update.append(path)
+        elif stored_hash.get(path) == result.hash:
+            drift.in_sync.append(path)
+    drift.would_delete = sorted(p for p in manifests if p not in disk and tree.is_asset_name(p))
+    return drift
+
+
+def _stored_hashes(client: object, ks: Keyspace, paths: list[str]) -> dict[str, str | None]:
+    """Manifest hash per path, or None where the blob does not decompress to that hash."""
+    dctx = zstandard.ZstdDecompressor()
+    result: dict[str, str | None] = {}
+    for i in range(0, len(paths), CHUNK):
+        chunk = paths[i : i + CHUNK]
+        pipe = client.pipeline(transaction=True)  # type: ignore[attr-defined]
+        for path in chunk:
+            pipe.hget(ks.manifest(path), "hash")
+            pipe.get(ks.blob(path))
+        replies = pipe.execute()
+        for j, path in enumerate(chunk):
+            manifest_hash, blob = replies[2 * j], replies[2 * j + 1]
+            result[path] = _verified(dctx, manifest_hash, blob)
+    return result
+
+
+def _verified(
+    dctx: zstandard.ZstdDecompressor, manifest_hash: bytes | None, blob: bytes | None
+) -> str | None:
+    if manifest_hash is None or blob is None:
+        return None
+    try:
+        actual = hashlib.sha256(dctx.decompress(blob)).hexdigest()
+    except zstandard.ZstdError:
+        return None
+    expected = manifest_hash.decode()
+    return expected if actual == expected else None

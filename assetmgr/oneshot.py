@@ -1,0 +1,169 @@
+"""`verify` and `hydrate`: one scan through the worker pool and, for hydrate, the writer.
+
+The same pipeline as the daemon's (DESIGN §4), run once: the calling process plays the reader
+(walk the tree, feed the pool), the pool validates, a spawned writer process commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+
+from . import tree
+from .pool import Pool
+from .schemas import Registry
+from .worker import Accepted, Limits, Missing, Rejected, Result
+from .writer import Finish, Plan, SyncPoint
+from .writer_loop import Report, WriterOptions, serve
+
+log = logging.getLogger("assetmgr")
+
+SUBMIT_CHUNK = 512
+
+
+@dataclass
+class Scan:
+    """What one pass over the tree found."""
+
+    paths: set[str] = field(default_factory=set)
+    valid: int = 0
+    rejected: dict[str, Rejected] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Progress:
+    """`done/total files, rate/s` on a terminal; silent otherwise (a summary is logged)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def update(self, done: int, total: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self._last < 0.2):
+            return
+        self._last = now
+        rate = done / max(now - self.started, 1e-6)
+        sys.stderr.write(f"\r{done}/{total} files, {rate:,.0f}/s ")
+        if final:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def scan(
+    root: str,
+    registry: Registry,
+    limits: Limits,
+    workers: int,
+    sink: Callable[[Sequence[Result]], None],
+    progress: Progress,
+) -> Scan:
+    """Walk `root`, evaluate every candidate in the pool, hand each batch of results to `sink`."""
+    found = Scan()
+    started = time.monotonic()
+    seq = time.monotonic_ns()
+    pool = Pool(workers, root, registry, limits, batch=64)
+    pool.start()
+    done = 0
+    try:
+        chunk: list[tuple[str, int]] = []
+        for path in tree.walk(root):
+            found.paths.add(path)
+            chunk.append((path, seq))
+            if len(chunk) >= SUBMIT_CHUNK:
+                pool.submit(chunk)
+                chunk = []
+                done += _collect(pool, found, sink, 0)
+        pool.submit(chunk)
+        while pool.pending:
+            done += _collect(pool, found, sink, 1.0)
+            progress.update(done, len(found.paths))
+    finally:
+        pool.close()
+    progress.update(done, len(found.paths), final=True)
+    found.seconds = time.monotonic() - started
+    return found
+
+
+def _collect(
+    pool: Pool, found: Scan, sink: Callable[[Sequence[Result]], None], timeout: float
+) -> int:
+    results = pool.collect(wait(pool.waitables(), timeout))  # type: ignore[arg-type]
+    for r in results:
+        if isinstance(r, Rejected):
+            found.rejected[r.path] = r
+        elif isinstance(r, Accepted):
+            found.valid += 1
+        elif isinstance(r, Missing):
+            found.paths.discard(r.path)  # vanished since listed: not on disk
+    sink([r for r in results if not isinstance(r, Missing)])
+    return len(results)
+
+
+@dataclass
+class HydrateResult:
+    scan: Scan
+    report: Report
+
+
+def hydrate(
+    root: str,
+    registry: Registry,
+    limits: Limits,
+    workers: int,
+    opts: WriterOptions,
+    prune: bool,
+    progress: Progress,
+) -> HydrateResult:
+    """Scan, commit through a writer process, prune; the writer's report says how it went."""
+    ctx = mp.get_context("spawn")
+    inbox, writer_in = ctx.Pipe(duplex=False)  # (receiving end, sending end)
+    from_writer, outbox = ctx.Pipe(duplex=False)
+    writer = ctx.Process(target=serve, args=(inbox, outbox, opts), name="assetmgr-writer")
+    writer.start()
+    inbox.close()
+    outbox.close()
+    started_seq = time.monotonic_ns()
+    report: Report | None = None
+
+    def sink(results: Sequence[Result]) -> None:
+        if results and writer.is_alive():
+            writer_in.send(list(results))
+
+    try:
+        found = scan(root, registry, limits, workers, sink, progress)
+        if writer.is_alive():
+            writer_in.send(SyncPoint(started_seq, frozenset(found.paths), prune=prune))
+            writer_in.send(Finish())
+    except BrokenPipeError:
+        found = Scan()
+    finally:
+        writer_in.close()
+    try:
+        report = from_writer.recv()
+    except EOFError:
+        report = Report(Plan(), 3, f"writer process exited with code {writer.exitcode}")
+    writer.join(10)
+    return HydrateResult(found, report)
+
+
+def root_problem(root: str) -> str | None:
+    """Why the root cannot be trusted as the truth (missing, not a directory, empty)."""
+    if not os.path.exists(root):
+        return f"root {root} does not exist"
+    if not os.path.isdir(root):
+        return f"root {root} is not a directory"
+    try:
+        with os.scandir(root) as entries:
+            if not any(True for _ in entries):
+                return f"root {root} is empty (unmounted?)"
+    except OSError as e:
+        return f"root {root} cannot be read: {e.strerror}"
+    return None

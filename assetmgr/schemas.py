@@ -1,0 +1,196 @@
+"""The schema registry: which schema checks a path, compiled once with fastjsonschema.
+
+`$ref` resolves only to files inside the schemas directory. Every reference is checked before
+compiling, and the resolver's handlers refuse anything else, so no network connection is ever
+attempted (DESIGN §3). A schema that fails to load or compile is a configuration error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+import fastjsonschema
+import orjson
+
+SUFFIX = ".schema.json"
+DEFAULT = "_default"
+
+# A logic validator gets the asset's path and parsed document; it returns None when the
+# document is fine, or a one-line reason when it is not.
+LogicValidator = Callable[[str, Any], str | None]
+
+
+class SchemaError(Exception):
+    """A schema or validator that cannot be loaded: refuse to start, keep the old set on reload."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str  # file name, e.g. "weights.schema.json"
+    id: str  # the schema's $id, or its file name
+    check: Callable[[Any], Any]
+
+
+@dataclass
+class Registry:
+    """Compiled schemas of one directory plus the path → schema mapping rules."""
+
+    directory: Path
+    schemas: dict[str, Schema]
+    rules: Sequence[tuple[str, str]] = ()
+    validators: Mapping[str, Sequence[LogicValidator]] = field(default_factory=dict)
+
+    def schema_for(self, path: str) -> Schema | None:
+        """First matching glob rule, else the kind (first component), else `_default`."""
+        for pattern, name in self.rules:
+            if fnmatch.fnmatchcase(path, pattern):
+                return self.schemas.get(name.removesuffix(SUFFIX))
+        kind, sep, _ = path.partition("/")
+        if sep and kind in self.schemas:
+            return self.schemas[kind]
+        return self.schemas.get(DEFAULT)
+
+    def logic_for(self, path: str) -> Sequence[LogicValidator]:
+        kind, sep, _ = path.partition("/")
+        return self.validators.get(kind if sep else "", ())
+
+    def kinds_differing(self, other: Registry) -> set[str]:
+        """Kinds whose schema text changed between two registries (for revalidation)."""
+        names = set(self.schemas) | set(other.schemas)
+        return {n for n in names if _fingerprint(self, n) != _fingerprint(other, n)}
+
+
+def _fingerprint(registry: Registry, name: str) -> bytes | None:
+    schema = registry.schemas.get(name)
+    if schema is None:
+        return None
+    try:
+        return (registry.directory / schema.name).read_bytes()
+    except OSError:
+        return None
+
+
+def load(
+    directory: str | os.PathLike[str],
+    rules: Sequence[tuple[str, str]] = (),
+    validators: Mapping[str, Sequence[str]] | None = None,
+) -> Registry:
+    """Load and compile every `*.schema.json`; raise SchemaError with a one-line reason."""
+    root = Path(directory).resolve()
+    if not root.is_dir():
+        raise SchemaError(f"schemas directory {directory} does not exist")
+    docs = {p.name: _read(p) for p in sorted(root.glob("*" + SUFFIX)) if p.is_file()}
+    if not docs:
+        raise SchemaError(f"schemas directory {directory} holds no *{SUFFIX} file")
+    handlers = _handlers(root)
+    schemas: dict[str, Schema] = {}
+    for name, doc in docs.items():
+        base = (root / name).as_uri()
+        for ref in _refs(doc, base):
+            _confine(ref, root, name)
+        try:
+            check = fastjsonschema.compile(_with_base(doc, base), handlers=handlers)
+        except (fastjsonschema.JsonSchemaDefinitionException, SchemaError, ValueError) as e:
+            raise SchemaError(f"schema {name}: {_one_line(e)}") from None
+        sid = doc["$id"] if isinstance(doc.get("$id"), str) else name
+        schemas[name.removesuffix(SUFFIX)] = Schema(name, sid, check)
+    for _, target in rules:
+        if target.removesuffix(SUFFIX) not in schemas:
+            raise SchemaError(f"schema rule names {target!r}, which is not in {directory}")
+    return Registry(root, schemas, tuple(rules), _load_validators(validators or {}))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except OSError as e:
+        raise SchemaError(f"schema {path.name}: {e.strerror}") from None
+    except orjson.JSONDecodeError as e:
+        raise SchemaError(f"schema {path.name}: not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise SchemaError(f"schema {path.name}: not a JSON object")
+    return doc
+
+
+def _with_base(doc: dict[str, Any], base: str) -> dict[str, Any]:
+    """Resolve relative `$ref`s against the file's own URI, whatever its `$id` says."""
+    sid = doc.get("$id")
+    if isinstance(sid, str) and urlsplit(sid).scheme:
+        return doc
+    return {**doc, "$id": base}
+
+
+def _refs(node: Any, base: str) -> Iterator[str]:
+    """Every `$ref` in a schema document, resolved to an absolute URI."""
+    stack = [(node, base)]
+    while stack:
+        item, here = stack.pop()
+        if isinstance(item, dict):
+            sid = item.get("$id")
+            if isinstance(sid, str) and item is not node:
+                here = urljoin(here, sid)
+            ref = item.get("$ref")
+            if isinstance(ref, str):
+                yield urljoin(here, ref)
+            stack.extend((v, here) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, here) for v in item)
+
+
+def _confine(uri: str, root: Path, name: str) -> None:
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        raise SchemaError(f"schema {name}: $ref {uri!r} is outside the schemas directory")
+    target = Path(unquote(parts.path)).resolve()
+    if target.parent != root and root not in target.parents:
+        raise SchemaError(f"schema {name}: $ref {uri!r} is outside the schemas directory")
+
+
+def _handlers(root: Path) -> dict[str, Callable[[str], Any]]:
+    def local(uri: str) -> Any:
+        parts = urlsplit(uri)
+        target = (root / unquote(parts.path)).resolve() if not parts.scheme else None
+        if parts.scheme == "file":
+            target = Path(unquote(parts.path)).resolve()
+        if target is None or (target.parent != root and root not in target.parents):
+            raise SchemaError(f"$ref {uri!r} is outside the schemas directory")
+        return _read(target)
+
+    def refuse(uri: str) -> Any:
+        raise SchemaError(
+            f"$ref {uri!r} is remote; only files in the schemas directory are allowed"
+        )
+
+    refused = ("http", "https", "ftp", "ftps", "data", "urn", "jar")
+    return {"": local, "file": local, **dict.fromkeys(refused, refuse)}
+
+
+def _load_validators(spec: Mapping[str, Sequence[str]]) -> dict[str, list[LogicValidator]]:
+    loaded: dict[str, list[LogicValidator]] = {}
+    for kind, names in spec.items():
+        loaded[kind] = [_import(name) for name in names]
+    return loaded
+
+
+def _import(name: str) -> LogicValidator:
+    module_name, sep, attr = name.partition(":")
+    if not sep:
+        raise SchemaError(f"validator {name!r}: expected module:callable")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise SchemaError(f"validator {name!r}: {_one_line(e)}") from None
+    if not callable(target):
+        raise SchemaError(f"validator {name!r} is not callable")
+    return target
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

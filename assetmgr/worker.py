@@ -1,0 +1,257 @@
+"""The per-file work: bytes in → verdict, blob and hash out (DESIGN §3).
+
+`evaluate` is a pure function of a path and its bytes; `inspect` adds the one careful read of a
+file from disk. Both return values, never raise, for anything a file can be: a rejection is a
+result with a one-line reason and a low-cardinality code for the metrics.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+import fastjsonschema
+import zstandard
+
+from .schemas import Registry
+from .tree import inside
+
+ZSTD_LEVEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_size: int = 16 * 1024**2
+    max_depth: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid asset, ready to write: `blob` is one zstd frame of the exact file bytes."""
+
+    path: str
+    blob: bytes
+    hash: str
+    size: int
+    schema: str
+    mtime_ns: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    path: str
+    code: str  # one of REASONS: a metric label, never a path
+    reason: str  # one line, for people
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """The file was gone when read: a hint for the reader, never a delete by itself."""
+
+    path: str
+    seq: int = 0
+
+
+Verdict = Accepted | Rejected
+Result = Accepted | Rejected | Missing
+
+REASONS = (
+    "empty",
+    "encoding",
+    "syntax",
+    "duplicate_key",
+    "non_finite",
+    "depth",
+    "too_large",
+    "no_schema",
+    "schema",
+    "logic",
+    "not_regular",
+    "symlink_outside",
+    "unreadable",
+)
+
+
+class _Invalid(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def evaluate(
+    path: str,
+    data: bytes,
+    registry: Registry,
+    limits: Limits,
+    compressor: zstandard.ZstdCompressor | None = None,
+) -> Verdict:
+    """Validate `data` as the asset at `path`; on success compress and hash it."""
+    schema = registry.schema_for(path)
+    if schema is None:
+        return Rejected(path, "no_schema", "no schema for path")
+    try:
+        document = parse_strict(data, limits)
+        schema.check(document)
+        for logic in registry.logic_for(path):
+            problem = logic(path, document)
+            if problem:
+                raise _Invalid("logic", f"{_name(logic)}: {_one_line(problem)}")
+    except _Invalid as e:
+        return Rejected(path, e.code, e.reason)
+    except fastjsonschema.JsonSchemaValueException as e:
+        return Rejected(path, "schema", f"schema {schema.name}: {_one_line(e.message)}")
+    except Exception as e:  # a logic validator's own bug must not take the worker down
+        return Rejected(path, "logic", f"validator failed: {type(e).__name__}: {_one_line(str(e))}")
+    blob = (compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)).compress(data)
+    return Accepted(path, blob, hashlib.sha256(data).hexdigest(), len(data), schema.id)
+
+
+def parse_strict(data: bytes, limits: Limits) -> Any:
+    """Parse JSON refusing what a lenient parser lets through; raise _Invalid with a reason."""
+    if not data:
+        raise _Invalid("empty", "empty file")
+    if len(data) > limits.max_size:
+        raise _Invalid("too_large", f"{len(data)} bytes is over the {limits.max_size}-byte limit")
+    if data.startswith(codecs.BOM_UTF8):
+        raise _Invalid("encoding", "starts with a UTF-8 byte order mark")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Invalid("encoding", f"not UTF-8: invalid byte at offset {e.start}") from None
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise _Invalid(
+            "syntax", f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except RecursionError:
+        raise _Invalid("depth", f"nesting deeper than {limits.max_depth}") from None
+    # Counting brackets is C-speed and bounds the depth; walk only when it might be exceeded.
+    if (
+        data.count(b"[") + data.count(b"{") > limits.max_depth
+        and _depth(document) > limits.max_depth
+    ):
+        raise _Invalid("depth", f"nesting deeper than {limits.max_depth}")
+    return document
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Invalid("duplicate_key", f"duplicate object key {key!r}")
+            seen.add(key)
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise _Invalid("non_finite", f"{name} is not valid JSON")
+
+
+def _depth(document: Any) -> int:
+    deepest = 0
+    stack = [(document, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+def inspect(
+    root: str,
+    path: str,
+    registry: Registry,
+    limits: Limits,
+    compressor: zstandard.ZstdCompressor | None = None,
+) -> Result:
+    """Read `root/path` safely and evaluate it. Never opens a FIFO, device or socket."""
+    full = os.path.join(root, path)
+    try:
+        data, mtime_ns = _read(root, full, limits)
+    except FileNotFoundError:
+        return Missing(path)
+    except _Invalid as e:
+        return Rejected(path, e.code, e.reason)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return Missing(path)
+        return Rejected(path, "unreadable", f"cannot read: {e.strerror or e}")
+    verdict = evaluate(path, data, registry, limits, compressor)
+    if isinstance(verdict, Accepted):
+        return Accepted(
+            verdict.path, verdict.blob, verdict.hash, verdict.size, verdict.schema, mtime_ns
+        )
+    return verdict
+
+
+def _read(root: str, full: str, limits: Limits) -> tuple[bytes, int]:
+    st = os.lstat(full)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(full)
+        if not inside(os.path.realpath(root), target):
+            raise _Invalid("symlink_outside", "symlink points outside the root")
+        st = os.stat(full)
+    _check_regular(st, limits)
+    # O_NONBLOCK: if a FIFO is swapped in between stat and open, open must not hang.
+    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        _check_regular(st, limits)
+        chunks = []
+        remaining = limits.max_size + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limits.max_size:
+        raise _Invalid("too_large", f"over the {limits.max_size}-byte limit")
+    return data, st.st_mtime_ns
+
+
+def _check_regular(st: os.stat_result, limits: Limits) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise _Invalid("not_regular", f"not a regular file ({_kind(st.st_mode)})")
+    if st.st_size > limits.max_size:
+        raise _Invalid("too_large", f"{st.st_size} bytes is over the {limits.max_size}-byte limit")
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "directory"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _name(function: Any) -> str:
+    return getattr(function, "__qualname__", None) or repr(function)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())

@@ -1,0 +1,253 @@
+"""The only Valkey writer: stale/unchanged drop, atomic per-asset commits, guarded prune.
+
+Everything that changes `asset:blob:*` / `v4:manifest:*` goes through `Writer`. Each asset is
+committed by one script call (blob + manifest + PUBLISH, fenced by the lease token), and many
+calls share one pipelined round trip. `serve` (in `writer_loop.py`) runs it as a process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from . import keyspace, metrics
+from .keyspace import Keyspace, Manifest
+from .worker import Accepted, Rejected
+
+log = logging.getLogger("assetmgr.writer")
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """The reader confirmed against the disk that `path` is gone."""
+
+    path: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPoint:
+    """A full scan finished: `paths` is every asset candidate seen on disk since `started`."""
+
+    started: int
+    paths: frozenset[str]
+    prune: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """No more input: commit what is buffered, report, and stop."""
+
+
+@dataclass
+class Plan:
+    """What one sync did (or, for a dry run, would do), path by path."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    invalid: dict[str, str] = field(default_factory=dict)
+    refused: str | None = None
+
+    def merge(self, other: Plan) -> None:
+        self.added += other.added
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.deleted += other.deleted
+        self.invalid.update(other.invalid)
+        self.refused = other.refused or self.refused
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": len(self.added),
+            "updated": len(self.updated),
+            "unchanged": len(self.unchanged),
+            "deleted": len(self.deleted),
+            "invalid": len(self.invalid),
+        }
+
+
+class Refused(Exception):
+    """The mass-loss guard stopped a prune (exit code 4)."""
+
+
+class Fenced(Exception):
+    """Valkey refused a commit because this writer does not hold the lease."""
+
+
+@dataclass
+class Guard:
+    max_prune_ratio: float = 0.5
+    allow_mass_delete: bool = False
+
+
+class Writer:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ks: Keyspace,
+        guard: Guard,
+        *,
+        dry_run: bool = False,
+        token: str = "",
+    ) -> None:
+        self.client = client
+        self.ks = ks
+        self.guard = guard
+        self.dry_run = dry_run
+        self.token = token
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.applied: dict[str, int] = {}  # path -> seq of the newest result applied
+        self.rejected: dict[str, str] = {}  # path -> reason, while the file on disk is invalid
+        self._upsert = client.register_script(keyspace.UPSERT_SCRIPT)
+        self._delete = client.register_script(keyspace.DELETE_SCRIPT)
+
+    def _fresh(self, path: str, seq: int) -> bool:
+        """True for a result newer than any applied to `path`; records it as applied."""
+        if seq and seq < self.applied.get(path, 0):
+            return False
+        self.applied[path] = max(seq, self.applied.get(path, 0))
+        return True
+
+    def apply(self, items: Sequence[Accepted | Rejected | Delete]) -> Plan:
+        """Commit one batch. Older-than-applied results are dropped, the newest per path wins."""
+        latest: dict[str, Accepted | Rejected | Delete] = {}
+        for item in items:
+            if self._fresh(item.path, item.seq):
+                latest[item.path] = item
+        plan = Plan()
+        upserts: list[Accepted] = []
+        deletes: list[Delete] = []
+        for item in latest.values():
+            if isinstance(item, Rejected):
+                self.rejected[item.path] = item.reason
+                plan.invalid[item.path] = item.reason
+                continue
+            self.rejected.pop(item.path, None)
+            (upserts if isinstance(item, Accepted) else deletes).append(item)  # type: ignore[arg-type]
+        if upserts:
+            self._classify(upserts, plan)
+        if deletes:
+            plan.deleted += [d.path for d in deletes]
+        changed = [a for a in upserts if a.path not in plan.unchanged]
+        if not self.dry_run and (changed or deletes):
+            self._commit(changed, [d.path for d in deletes], plan)
+        return plan
+
+    def _classify(self, upserts: Sequence[Accepted], plan: Plan) -> None:
+        """Read the stored hashes in one round trip; equal content is not rewritten."""
+        pipe = self.client.pipeline(transaction=False)
+        for a in upserts:
+            pipe.hget(self.ks.manifest(a.path), "hash")
+            pipe.exists(self.ks.blob(a.path))
+        replies = pipe.execute()
+        for i, a in enumerate(upserts):
+            stored, blob_exists = replies[2 * i], replies[2 * i + 1]
+            if stored is None:
+                plan.added.append(a.path)
+            elif stored.decode() == a.hash and blob_exists:
+                plan.unchanged.append(a.path)
+            else:
+                plan.updated.append(a.path)
+
+    def _commit(self, upserts: Sequence[Accepted], deletes: Sequence[str], plan: Plan) -> None:
+        started = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        for a in upserts:
+            manifest = Manifest(
+                a.hash, a.size, len(a.blob), a.schema, a.mtime_ns, now_ms, 0, writer=self.identity
+            )
+            args = keyspace.upsert_args(self.token, self.ks.channel, a.path, a.blob, manifest)
+            self._upsert(keys=self._keys(a.path), args=args, client=pipe)
+        for path in deletes:
+            self._delete(
+                keys=self._keys(path), args=[self.token, self.ks.channel, path], client=pipe
+            )
+        replies = pipe.execute(raise_on_error=False)
+        metrics.WRITE_BATCH.observe(time.perf_counter() - started)
+        self._account(upserts, deletes, replies, plan)
+
+    def _keys(self, path: str) -> list[str]:
+        return [self.ks.lease, self.ks.blob(path), self.ks.manifest(path)]
+
+    def _account(
+        self, upserts: Sequence[Accepted], deletes: Sequence[str], replies: list[object], plan: Plan
+    ) -> None:
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError) and "FENCED" in str(reply):
+                raise Fenced(str(reply))
+            if isinstance(reply, Exception):
+                raise reply
+        for a, reply in zip(upserts, replies, strict=False):
+            if reply == 1:
+                metrics.WRITES.labels("upsert").inc()
+                metrics.BYTES.labels("blob").inc(len(a.blob))
+                metrics.observe_propagation(a.seq)
+        gone = replies[len(upserts) :]
+        plan.deleted[:] = [p for p, n in zip(deletes, gone, strict=False) if n]
+        metrics.WRITES.labels("delete").inc(len(plan.deleted))
+
+    def stored_paths(self) -> set[str]:
+        """Paths that have a manifest or a blob in Valkey (read with SCAN, never deleted so)."""
+        paths = {
+            self.ks.path_of_manifest(k.decode())
+            for k in self.client.scan_iter(match=self.ks.manifest_pattern, count=1000)
+        }
+        paths.update(
+            self.ks.path_of_blob(k.decode())
+            for k in self.client.scan_iter(match=self.ks.blob_pattern, count=1000)
+        )
+        return paths
+
+    def prune(self, sync: SyncPoint, batch: int = 256) -> Plan:
+        """Delete, key by key, the assets whose files are gone — unless that is a mass loss."""
+        plan = Plan()
+        stored = self.stored_paths()
+        doomed = sorted(
+            p for p in stored if p not in sync.paths and self.applied.get(p, 0) < sync.started
+        )
+        if not doomed:
+            return plan
+        if not self.guard.allow_mass_delete:
+            if not sync.paths:
+                plan.refused = f"the root holds no assets; refusing to delete all {len(stored)}"
+            elif len(doomed) > self.guard.max_prune_ratio * len(stored):
+                plan.refused = (
+                    f"prune of {len(doomed)} of {len(stored)} assets is over the "
+                    f"{self.guard.max_prune_ratio:.0%} limit (--allow-mass-delete overrides)"
+                )
+            if plan.refused:
+                return plan
+        for i in range(0, len(doomed), batch):
+            chunk = doomed[i : i + batch]
+            if self.dry_run:
+                plan.deleted += chunk
+            else:
+                done = Plan()
+                self._commit([], chunk, done)
+                plan.deleted += done.deleted
+        for path in doomed:
+            self.rejected.pop(path, None)
+        return plan
+
+    def mark_synced(self) -> None:
+        """Record a completed full sync (bookkeeping key; not part of the asset keyspace)."""
+        if not self.dry_run:
+            self.client.hset(
+                self.ks.sync_marker,
+                mapping={"at_ms": int(time.time() * 1000), "by": self.identity},
+            )
+        metrics.LAST_SYNC.set(time.time())
+
+
+def count_states(plan_items: Iterable[tuple[str, int]]) -> None:
+    for state, value in plan_items:
+        metrics.ASSETS.labels(state).set(value)

