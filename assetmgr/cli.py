@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from . import __version__, commands, config, logs
 from .config import Config, ConfigError
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config.load(command, cli_values)
         logs.setup(cfg.log_format, cfg.log_level)
-        return _run(command, cfg, namespace)
+        return _run(command, cfg, namespace, cli_values)
     except ConfigError as e:
         sys.stderr.write(f"assetmgr: configuration error: {e}\n")
         return EXIT_USAGE
@@ -69,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _run(command: str, cfg: Config, namespace: argparse.Namespace) -> int:
+def _run(
+    command: str, cfg: Config, namespace: argparse.Namespace, cli_values: dict[str, Any]
+) -> int:
     if command == "verify":
         return commands.verify(cfg, load_registry(cfg), limits(cfg))
     with valkey_endpoint(cfg) as cfg:
@@ -81,7 +84,7 @@ def _run(command: str, cfg: Config, namespace: argparse.Namespace) -> int:
             return commands.status(cfg, load_registry(cfg), limits(cfg))
         from .supervisor import Supervisor
 
-        return Supervisor(cfg, load_registry(cfg)).run()
+        return Supervisor(cfg, load_registry(cfg), cli_values).run()
 
 
 def load_registry(cfg: Config) -> Registry:

@@ -56,3 +56,15 @@ def setup(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def name_process(role: str) -> None:
+    """Name this process `assetmgr-<role>` for ps/top and for the log lines."""
+    import multiprocessing
+
+    multiprocessing.current_process().name = role
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(f"assetmgr-{role}"[:15])
+    except OSError:
+        pass  # not Linux, or /proc is not mounted: only the name in ps is lost

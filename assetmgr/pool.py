@@ -20,7 +20,7 @@ from multiprocessing.process import BaseProcess
 
 import zstandard
 
-from . import metrics
+from . import logs, metrics
 from .schemas import Registry
 from .worker import ZSTD_LEVEL, Limits, Result, inspect
 
@@ -56,6 +56,7 @@ def _serve(
     # whole group must not kill a worker mid-batch. End of input (EOF) is the stop signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logs.name_process("worker")
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     while True:
         try:

@@ -120,10 +120,12 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _with_base(doc: dict[str, Any], base: str) -> dict[str, Any]:
-    """Resolve relative `$ref`s against the file's own URI, whatever its `$id` says."""
-    sid = doc.get("$id")
-    if isinstance(sid, str) and urlsplit(sid).scheme:
-        return doc
+    """Resolve relative `$ref`s against the file's own URI, whatever its `$id` says.
+
+    A canonical `$id` such as `https://example.com/weights.schema.json` is common; keeping it as
+    the base would send `common.schema.json` refs to that host instead of the sibling file, which
+    `_refs`/`_confine` already checked as local. The schema's reported id is read before this.
+    """
     return {**doc, "$id": base}
 
 

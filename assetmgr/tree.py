@@ -40,7 +40,7 @@ def inside(root_real: str, target: str) -> bool:
 def walk(
     root: str,
     start: str = "",
-    on_dir: Callable[[str], None] | None = None,
+    on_dir: Callable[[str], object] | None = None,
 ) -> Iterator[str]:
     """Relative paths of asset candidates under `root/start`, depth first.
 

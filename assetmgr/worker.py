@@ -95,6 +95,9 @@ def evaluate(
     compressor: zstandard.ZstdCompressor | None = None,
 ) -> Verdict:
     """Validate `data` as the asset at `path`; on success compress and hash it."""
+    misnamed = _misnamed(path)
+    if misnamed:
+        return misnamed
     schema = registry.schema_for(path)
     if schema is None:
         return Rejected(path, "no_schema", "no schema for path")
@@ -113,6 +116,19 @@ def evaluate(
         return Rejected(path, "logic", f"validator failed: {type(e).__name__}: {_one_line(str(e))}")
     blob = (compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)).compress(data)
     return Accepted(path, blob, hashlib.sha256(data).hexdigest(), len(data), schema.id)
+
+
+def _misnamed(path: str) -> Rejected | None:
+    """A file name that is not UTF-8 cannot be a key (Valkey readers get text paths).
+
+    The rejection names the path with the bad bytes escaped (`\\xff`), so reports stay printable.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        return Rejected(shown, "encoding", "file name is not valid UTF-8")
+    return None
 
 
 def parse_strict(data: bytes, limits: Limits) -> Any:
@@ -181,6 +197,9 @@ def inspect(
     compressor: zstandard.ZstdCompressor | None = None,
 ) -> Result:
     """Read `root/path` safely and evaluate it. Never opens a FIFO, device or socket."""
+    misnamed = _misnamed(path)
+    if misnamed:
+        return misnamed
     full = os.path.join(root, path)
     try:
         data, mtime_ns = _read(root, full, limits)

@@ -53,8 +53,9 @@ class Report:
     plan: Plan
     exit_code: int = EXIT_OK
     error: str | None = None
-    kind: str = "summary"  # "summary" at the end; "synced" after each full sync in a daemon
+    kind: str = "summary"  # at the end; in a daemon also "synced" (full sync) and "status"
     rejected: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class WriterLoop:
@@ -66,6 +67,8 @@ class WriterLoop:
         self.pending: dict[str, Accepted | Rejected | Delete] = {}
         self.syncs: list[SyncPoint] = []
         self.writer: Writer | None = None
+        self.counts: dict[str, int] = {}
+        self.live: set[str] = set()  # paths whose valid content Valkey holds
         self.finished = False
         self._down_logged = False
 
@@ -122,29 +125,47 @@ class WriterLoop:
                 taken += 1
         metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
 
+    def _record(self, done: Plan) -> None:
+        """A one-shot run keeps the whole plan for its report; a daemon keeps counts only."""
+        _log_plan(done, self.opts.oneshot)
+        for key, value in done.counts().items():
+            self.counts[key] = self.counts.get(key, 0) + value
+        self.live.update(done.added + done.updated + done.unchanged)
+        self.live.difference_update(done.deleted)
+        if self.opts.oneshot:
+            self.plan.merge(done)
+        else:
+            self.plan.refused = done.refused or self.plan.refused
+
     def flush(self, writer: Writer) -> None:
         items = list(self.pending.values())
+        rejected_before = dict(writer.rejected)
         for i in range(0, len(items), self.opts.batch_size):
             chunk = items[i : i + self.opts.batch_size]
             done = writer.apply(chunk)
             for item in chunk:
                 self.pending.pop(item.path, None)
-            self.plan.merge(done)
-            _log_plan(done, self.opts.oneshot)
+            self._record(done)
         metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
         while self.syncs:
             sync = self.syncs.pop(0)
             pruned = writer.prune(sync, self.opts.batch_size) if sync.prune else Plan()
             if pruned.refused:
                 log.error("prune refused: %s", pruned.refused)
-            _log_plan(pruned, self.opts.oneshot)
-            self.plan.merge(pruned)
+            self._record(pruned)
+            self.live.intersection_update(sync.paths)
             writer.mark_synced()
-            self._report_sync(writer)
+            self._report(writer, "synced")
+        if writer.rejected != rejected_before:
+            self._report(writer, "status")
+        metrics.ASSETS.labels("valid").set(len(self.live))
+        metrics.ASSETS.labels("invalid").set(len(writer.rejected))
 
-    def _report_sync(self, writer: Writer) -> None:
+    def _report(self, writer: Writer, kind: str) -> None:
         if not self.opts.oneshot:
-            self.outbox.send(Report(self.plan, kind="synced", rejected=dict(writer.rejected)))
+            counts = {"valid": len(self.live), "invalid": len(writer.rejected), **self.counts}
+            report = Report(Plan(), kind=kind, rejected=dict(writer.rejected), counts=counts)
+            _send(self.outbox.send, report)
 
     def run(self) -> Report:
         deadline = time.monotonic() + self.opts.connect_timeout if self.opts.oneshot else None
@@ -168,7 +189,7 @@ class WriterLoop:
             return Report(self.plan, EXIT_VALKEY, str(e))
         except Fenced as e:
             return Report(self.plan, EXIT_REFUSED, f"lost the writer lease: {e}")
-        code = EXIT_REFUSED if self.plan.refused else EXIT_OK
+        code = EXIT_REFUSED if self.plan.refused and self.opts.oneshot else EXIT_OK
         return Report(self.plan, code, self.plan.refused, rejected=dict(writer.rejected))
 
 
@@ -195,6 +216,7 @@ def _log_plan(plan: Plan, oneshot: bool) -> None:
 def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     """Process entry point (spawned)."""
     logs.setup(opts.log_format, opts.log_level)
+    logs.name_process("writer")
     # The reader ends the input; SIGINT/SIGTERM to the whole group must not cut a batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -204,3 +204,129 @@ def asset_writes(commands: list[str]) -> list[str]:
         if (verb in writes and names_asset) or (verb == "PUBLISH" and CHANNEL in line):
             out.append(line)
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def _kids(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class Daemon:
+    """`python -m assetmgr daemon` as a real subprocess, its log in a file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETMGR_")}
+        full_env.update(env or {})
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "assetmgr",
+                "daemon",
+                *args,
+                "--metrics-addr",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=REPO,
+        )
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return http_get(self.http + path)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            return self.get("/readyz")[0] == 200
+
+        wait_for(ready, timeout, 0.05, "daemon ready")
+
+    def children(self) -> dict[str, list[int]]:
+        """pids by role ("reader", "writer", "worker"), from the process names (comm)."""
+        roles: dict[str, list[int]] = {}
+        for parent in [self.proc.pid, *_kids(self.proc.pid)]:
+            for pid in _kids(parent):
+                comm = (
+                    Path(f"/proc/{pid}/comm").read_text().strip()
+                    if Path(f"/proc/{pid}").exists()
+                    else ""
+                )
+                role = comm.removeprefix("assetmgr-")
+                if role in ("reader", "writer", "worker") and pid not in roles.get(role, []):
+                    roles.setdefault(role, []).append(pid)
+        return roles
+
+    def stop(self, sig: int = 15, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, valkey: Valkey) -> Iterator[Callable[..., Daemon]]:
+    """Start daemons on `root` against the test's Valkey; ready when returned; stopped after."""
+    started: list[Daemon] = []
+
+    def start(
+        root: Path,
+        *extra: str,
+        schemas: Path = SCHEMAS,
+        ready: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Daemon:
+        args = [
+            "--root", str(root), "--schemas", str(schemas), "--valkey-url", valkey.url,
+            "--workers", "2", "--delete-hold", "0.3", "--settle", "1.0", *extra,
+        ]  # fmt: skip
+        daemon = Daemon(args, tmp_path / f"daemon{len(started)}.log", env)
+        started.append(daemon)
+        if ready:
+            daemon.wait_ready()
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop(9 if daemon.proc.poll() is None and False else 15)

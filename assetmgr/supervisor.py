@@ -1,0 +1,369 @@
+"""The supervisor: starts the reader and the writer, restarts them, handles signals and health.
+
+Signal handlers only record the signal and wake the loop through the wakeup fd (STYLE §3);
+`loop_once` dispatches to `handle_<signal>`. The reader and the writer are restarted as a pair:
+the new reader's first full scan re-reads the tree, so nothing is lost in between and nothing
+unchanged is rewritten. A pair that keeps dying at start stops the daemon with exit code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from . import __version__, config, logs, metrics, reader, schemas, sdnotify, writer_loop
+from .config import Config, ConfigError
+from .connection import redact
+from .httpd import StatusServer
+from .schemas import Registry, SchemaError
+from .worker import Limits
+from .writer import Guard
+from .writer_loop import Report, WriterOptions
+
+log = logging.getLogger("assetmgr.supervisor")
+
+EXIT_OK, EXIT_BOOT = 0, 2
+BOOT_WINDOW = 5.0
+BOOT_FAILURES = 5
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass
+class Pipeline:
+    reader: BaseProcess
+    writer: BaseProcess
+    control: Connection  # supervisor -> reader
+    events: Connection  # writer -> supervisor
+    started: float
+    stopping: bool = False
+
+
+@dataclass
+class State:
+    """What /status, /readyz and /healthz report; written by the loop, read by HTTP threads."""
+
+    hydrated: bool = False
+    last_sync: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    unhealthy: str | None = None
+    restarts: int = 0
+
+
+class Supervisor:
+    def __init__(
+        self, cfg: Config, registry: Registry, cli_values: dict[str, Any] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.cli_values = cli_values or {}
+        self.ctx = mp.get_context("spawn")
+        self.state = State()
+        self.pipeline: Pipeline | None = None
+        self.signals: list[int] = []
+        self.exit_code: int | None = None
+        self.stop_deadline: float | None = None
+        self.boot_failures = 0
+        self.next_watchdog = 0.0
+        self.mp_dir = tempfile.mkdtemp(prefix="assetmgr-metrics-")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.http: StatusServer | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        logs.name_process("supervisor")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.mp_dir
+        self._install_signals()
+        try:
+            self.http = StatusServer(
+                self.cfg.metrics_addr, self.healthy, self.ready, self.status, self.mp_dir
+            )
+        except OSError as e:
+            log.error("cannot listen on %s: %s", self.cfg.metrics_addr, e.strerror)
+            return EXIT_BOOT
+        self.http.start()
+        log.info(
+            "assetmgr %s starting",
+            __version__,
+            extra={
+                "root": self.cfg.root,
+                "valkey": redact(self.cfg.valkey_url),
+                "http": self.cfg.metrics_addr,
+            },
+        )
+        self.pipeline = self._start_pipeline()
+        sdnotify.notify("STATUS=hydrating")
+        try:
+            while self.exit_code is None:
+                self.loop_once()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in SIGNALS:
+            signal.signal(signum, self._record_signal)
+
+    def _record_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)  # NO LOGGING, no work: the loop handles it
+
+    def _start_pipeline(self) -> Pipeline:
+        cfg = self.cfg
+        inbox, to_writer = self.ctx.Pipe(duplex=False)
+        events, events_w = self.ctx.Pipe(duplex=False)
+        control_r, control = self.ctx.Pipe(duplex=False)
+        writer = self.ctx.Process(
+            target=writer_loop.serve,
+            args=(inbox, events_w, self._writer_options()),
+            name="assetmgr-writer",
+        )
+        rdr = self.ctx.Process(
+            target=reader.serve,
+            args=(self._reader_options(), to_writer, control_r),
+            name="assetmgr-reader",
+        )
+        writer.start()
+        rdr.start()
+        for end in (inbox, to_writer, events_w, control_r):
+            end.close()
+        log.info(
+            "pipeline started",
+            extra={"reader": rdr.pid, "writer": writer.pid, "workers": cfg.workers},
+        )
+        return Pipeline(rdr, writer, control, events, time.monotonic())
+
+    def _writer_options(self) -> WriterOptions:
+        cfg = self.cfg
+        return WriterOptions(
+            url=cfg.valkey_url,
+            password=cfg.password,
+            prefix=cfg.key_prefix,
+            connect_timeout=cfg.connect_timeout,
+            guard=Guard(cfg.max_prune_ratio, cfg.allow_mass_delete),
+            batch_size=cfg.batch_size,
+            oneshot=False,
+            log_format=cfg.log_format,
+            log_level=cfg.log_level,
+        )
+
+    def _reader_options(self) -> reader.ReaderOptions:
+        cfg = self.cfg
+        return reader.ReaderOptions(
+            root=cfg.root,
+            schemas=cfg.schemas,
+            rules=tuple(cfg.schema_rules),
+            validators=dict(cfg.validators),
+            limits=Limits(cfg.max_size, cfg.max_depth),
+            workers=cfg.workers,
+            delete_hold=cfg.delete_hold,
+            settle=cfg.settle,
+            reconcile_interval=cfg.reconcile_interval,
+            shutdown_timeout=cfg.shutdown_timeout,
+            allow_empty_root=cfg.allow_mass_delete,
+            log_format=cfg.log_format,
+            log_level=cfg.log_level,
+        )
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def loop_once(self, now: float | None = None) -> None:
+        p = self.pipeline
+        waitables: list[Any] = [self._wake_r]
+        if p is not None:
+            waitables += [p.reader.sentinel, p.writer.sentinel, p.events]
+        wait(waitables, timeout=0.5)
+        now = time.monotonic() if now is None else now
+        self._drain_wakeup()
+        while self.signals:
+            signum = self.signals.pop(0)
+            getattr(self, f"handle_{signal.Signals(signum).name.lower()}")(now)
+        if p is not None:
+            self._read_events(p)
+            self._check_children(p, now)
+        if self.stop_deadline is not None and now > self.stop_deadline:
+            log.error("children did not stop in time; killing them")
+            self._kill_pipeline()
+            self.exit_code = EXIT_OK
+        self._watchdog(now)
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _read_events(self, p: Pipeline) -> None:
+        try:
+            while p.events.poll(0):
+                self._on_report(p.events.recv())
+        except (EOFError, OSError):
+            pass
+
+    def _on_report(self, report: Report) -> None:
+        self.state.rejected = report.rejected
+        self.state.counts = report.counts
+        if report.kind == "synced":
+            self.state.last_sync = time.time()
+            if not self.state.hydrated:
+                self.state.hydrated = True
+                metrics.READY.set(1)
+                sdnotify.notify("READY=1\nSTATUS=watching")
+                log.info("hydrated; watching", extra=self.state.counts)
+
+    def _check_children(self, p: Pipeline, now: float) -> None:
+        alive = p.reader.is_alive(), p.writer.is_alive()
+        if all(alive):
+            return
+        if p.stopping:
+            if not any(alive):
+                self._reap(p)
+                self.pipeline = None
+                if self.exit_code is None and self.stop_deadline is not None:
+                    self.exit_code = EXIT_OK
+            return
+        dead = "reader" if not alive[0] else "writer"
+        code = (p.reader if dead == "reader" else p.writer).exitcode
+        log.error("%s died (exit code %s); restarting the pipeline", dead, code)
+        metrics.CHILD_RESTARTS.labels(dead).inc()
+        self.state.restarts += 1
+        self.boot_failures = self.boot_failures + 1 if now - p.started < BOOT_WINDOW else 0
+        self._stop_pipeline(p, graceful=True)
+        self._kill_pipeline()
+        if self.boot_failures >= BOOT_FAILURES or code == EXIT_BOOT:
+            self.state.unhealthy = f"{dead} cannot start (exit code {code})"
+            log.error("%s; giving up", self.state.unhealthy)
+            self.exit_code = EXIT_BOOT
+            return
+        self.pipeline = self._start_pipeline()
+
+    def _stop_pipeline(self, p: Pipeline, graceful: bool) -> None:
+        p.stopping = True
+        if graceful:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                p.control.send("stop")
+            if p.reader.pid and p.reader.is_alive():
+                os.kill(p.reader.pid, signal.SIGTERM)
+
+    def _kill_pipeline(self) -> None:
+        p = self.pipeline
+        if p is None:
+            return
+        deadline = time.monotonic() + 2.0
+        for proc in (p.reader, p.writer):
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        self._reap(p)
+        self.pipeline = None
+
+    def _reap(self, p: Pipeline) -> None:
+        self._read_events(p)
+        for proc in (p.reader, p.writer):
+            metrics.process_died(proc.pid)
+        p.control.close()
+        p.events.close()
+
+    def _watchdog(self, now: float) -> None:
+        interval = sdnotify.watchdog_interval()
+        if interval and now >= self.next_watchdog and self.pipeline is not None:
+            sdnotify.notify("WATCHDOG=1")
+            self.next_watchdog = now + interval
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def handle_sigterm(self, now: float) -> None:
+        if self.stop_deadline is not None:
+            log.warning("second stop signal: forcing exit")
+            self._kill_pipeline()
+            self.exit_code = EXIT_OK
+            return
+        log.info("stopping: draining queues", extra={"deadline_s": self.cfg.shutdown_timeout})
+        sdnotify.notify("STOPPING=1")
+        self.stop_deadline = now + self.cfg.shutdown_timeout
+        if self.pipeline is None:
+            self.exit_code = EXIT_OK
+        else:
+            self._stop_pipeline(self.pipeline, graceful=True)
+
+    handle_sigint = handle_sigterm
+
+    def handle_sighup(self, now: float) -> None:
+        """Reload the configuration and the schemas; on success restart the pipeline (rescan)."""
+        log.info("reloading configuration and schemas")
+        sdnotify.notify("RELOADING=1")
+        try:
+            cfg = config.load("daemon", self.cli_values)
+            registry = schemas.load(cfg.schemas, cfg.schema_rules, cfg.validators)
+        except (ConfigError, SchemaError) as e:
+            log.error("reload failed, keeping the running configuration: %s", e)
+            sdnotify.notify("READY=1")
+            return
+        # The Valkey endpoint (and an embedded server) stays: changing it needs a restart.
+        kept = ("valkey_url", "embedded", "valkey_password_file")
+        self.cfg = self.cfg.replace(**{k: v for k, v in cfg.values.items() if k not in kept})
+        self.registry = registry
+        if self.pipeline is not None:
+            self._stop_pipeline(self.pipeline, graceful=True)
+            self._wait_stopped(self.pipeline, now + self.cfg.shutdown_timeout)
+        self.pipeline = self._start_pipeline()
+        sdnotify.notify("READY=1")
+
+    def _wait_stopped(self, p: Pipeline, deadline: float) -> None:
+        for proc in (p.reader, p.writer):
+            proc.join(max(0.0, deadline - time.monotonic()))
+        self._kill_pipeline()
+
+    # -- health -----------------------------------------------------------------------------
+
+    def healthy(self) -> tuple[bool, str]:
+        if self.state.unhealthy:
+            return False, self.state.unhealthy
+        p = self.pipeline
+        if p is None or not (p.reader.is_alive() and p.writer.is_alive()):
+            return False, "pipeline restarting"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.state.hydrated:
+            return False, "first hydration not finished"
+        ok, reason = self.healthy()
+        return ok, "ready" if ok else reason
+
+    def status(self) -> dict[str, object]:
+        return {
+            "version": __version__,
+            "ready": self.ready()[0],
+            "root": self.cfg.root,
+            "valkey": redact(self.cfg.valkey_url),
+            "last_sync": self.state.last_sync,
+            "counts": self.state.counts,
+            "rejected": self.state.rejected,
+            "restarts": self.state.restarts,
+            "role": "leader",
+        }
+
+    def _shutdown(self) -> None:
+        if self.pipeline is not None:
+            self._kill_pipeline()
+        if self.http is not None:
+            self.http.stop()
+        signal.set_wakeup_fd(-1)
+        shutil.rmtree(self.mp_dir, ignore_errors=True)
+        log.info("stopped")
