@@ -45,8 +45,8 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if value < 0 or value != value:
-        raise ValueError(f"must be >= 0, got {text}")
+    if not 0 <= value < float("inf"):  # NaN and infinity too: they break socket timeouts
+        raise ValueError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -265,9 +265,11 @@ def _parse(s: Setting, raw: Any, source: str) -> Any:
         }
     if isinstance(raw, bool | int | float) and not isinstance(raw, str):
         raw = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    if not isinstance(raw, str):  # a TOML array or table where a single value belongs
+        raise ConfigError(f"{s.name} (from {source}): expected a single value, got {raw!r}")
     try:
         return s.parse(raw)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"{s.name} (from {source}): {e}") from None
 
 

@@ -19,8 +19,14 @@ def normalize_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise ValueError(f"unsupported scheme {parts.scheme!r}; use one of {', '.join(SCHEMES)}")
+    if parts.scheme not in ("unix", "valkey+unix"):
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError("the port is not a number from 0 to 65535") from None
     scheme = _SCHEME_ALIASES.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+    # Swap the scheme only: urlunsplit would turn `unix:///run/x.sock` into `unix:/run/x.sock`.
+    return scheme + url[len(parts.scheme) :]
 
 
 def redact(url: str) -> str:

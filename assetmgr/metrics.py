@@ -98,3 +98,49 @@ def process_died(pid: int | None) -> None:
     """Drop a dead child's live gauges; its counters stay in the sum."""
     if pid and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _mp.mark_process_dead(pid)
+
+
+EVENT_KINDS = (
+    "close_write",
+    "moved_to",
+    "moved_from",
+    "create",
+    "delete",
+    "modify",
+    "attrib",
+    "overflow",
+)
+RESCAN_REASONS = (
+    "start",
+    "overflow",
+    "reconcile",
+    "watch_limit",
+    "root_lost",
+    "root_back",
+    "requested",
+)
+
+
+def prime(role: str) -> None:
+    """Create every label value a role records, so each family is scraped (as 0) from the start."""
+    from .worker import REASONS
+
+    if role == "writer":
+        for op in ("upsert", "delete"):
+            WRITES.labels(op)
+        for kind in ("blob",):
+            BYTES.labels(kind)
+        for state in ("valid", "invalid"):
+            ASSETS.labels(state).set(0)
+        QUEUE_DEPTH.labels("write").set(0)
+        LEADER.set(1)
+    elif role == "reader":
+        for kind in EVENT_KINDS:
+            EVENTS.labels(kind)
+        for reason in RESCAN_REASONS:
+            RESCANS.labels(reason)
+        for reason in REASONS:
+            REJECTIONS.labels(reason)
+        BYTES.labels("read")
+        for stage in ("validate", "settle"):
+            QUEUE_DEPTH.labels(stage).set(0)

@@ -149,6 +149,7 @@ def hydrate(
     try:
         report = from_writer.recv()
     except EOFError:
+        writer.join(10)  # the exit code is known only once the process is reaped
         report = Report(Plan(), 3, f"writer process exited with code {writer.exitcode}")
     writer.join(10)
     return HydrateResult(found, report)

@@ -356,6 +356,7 @@ def serve(opts: ReaderOptions, to_writer: Connection, control: Connection) -> No
 
     logs.setup(opts.log_format, opts.log_level)
     logs.name_process("reader")
+    metrics.prime("reader")
     stop = {"requested": False}
 
     def request_stop(signum: int, frame: object) -> None:

@@ -217,6 +217,7 @@ def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     """Process entry point (spawned)."""
     logs.setup(opts.log_format, opts.log_level)
     logs.name_process("writer")
+    metrics.prime("writer")
     # The reader ends the input; SIGINT/SIGTERM to the whole group must not cut a batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
