@@ -79,6 +79,8 @@ def writer_options(cfg: Config, oneshot_run: bool = True) -> WriterOptions:
         dry_run=bool(cfg.values.get("dry_run")),
         batch_size=cfg.batch_size,
         oneshot=oneshot_run,
+        lease_ttl=cfg.lease_ttl,
+        wait_lease=cfg.values.get("wait_lease") or 0.0,
         log_format=cfg.log_format,
         log_level=cfg.log_level,
     )

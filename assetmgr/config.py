@@ -50,6 +50,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be > 0, got {text}")
+    return value
+
+
 def _ratio(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -162,6 +169,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_size", _size, 16 * 1024**2, "largest asset file, bytes (K/M/G)", SCANNING),
     Setting("max_depth", _positive_int, 64, "deepest JSON nesting allowed", SCANNING),
     Setting("connect_timeout", _non_negative_float, 5.0, "seconds to reach Valkey", VALKEY),
+    Setting(
+        "lease_ttl", _positive_float, 10.0, "seconds the writer lease lasts", ("hydrate", "daemon")
+    ),
+    Setting(
+        "wait_lease", _non_negative_float, 0.0, "seconds to wait for a busy lease", ("hydrate",)
+    ),
     Setting(
         "batch_size", _positive_int, 256, "assets per Valkey round trip", ("hydrate", "daemon")
     ),

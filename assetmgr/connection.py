@@ -56,6 +56,8 @@ def connect(
         "client_name": client_name,
         "health_check_interval": 0,
     }
+    client = redis.Redis.from_url(normalize_url(url), **kwargs)
     if password is not None:
-        kwargs["password"] = password
-    return redis.Redis.from_url(normalize_url(url), **kwargs)
+        # from_url lets the URL's options win over keyword arguments; the file must win.
+        client.connection_pool.connection_kwargs["password"] = password
+    return client

@@ -149,3 +149,19 @@ def upsert_args(token: str, channel: str, path: str, blob: bytes, manifest: Mani
     del fields["hash"], fields["gen"]
     pairs = [item for kv in fields.items() for item in kv]
     return [token, channel, path, blob, manifest.hash, *pairs]
+
+
+# Lease renewal and release: only by the holder of the token (Valkey 8.1's SET IFEQ and 9.0's
+# DELIFEQ do the same; a script also works on older servers). KEYS: lease. ARGV: token, ttl_ms.
+RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

@@ -59,6 +59,7 @@ class State:
     rejected: dict[str, str] = field(default_factory=dict)
     unhealthy: str | None = None
     restarts: int = 0
+    role: str = "standby"
 
 
 class Supervisor:
@@ -157,6 +158,7 @@ class Supervisor:
             guard=Guard(cfg.max_prune_ratio, cfg.allow_mass_delete),
             batch_size=cfg.batch_size,
             oneshot=False,
+            lease_ttl=cfg.lease_ttl,
             log_format=cfg.log_format,
             log_level=cfg.log_level,
         )
@@ -218,6 +220,10 @@ class Supervisor:
     def _on_report(self, report: Report) -> None:
         self.state.rejected = report.rejected
         self.state.counts = report.counts
+        self.state.role = report.role
+        if report.kind == "rescan" and self.pipeline is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.pipeline.control.send("rescan")
         if report.kind == "synced":
             self.state.last_sync = time.time()
             if not self.state.hydrated:
@@ -356,7 +362,7 @@ class Supervisor:
             "counts": self.state.counts,
             "rejected": self.state.rejected,
             "restarts": self.state.restarts,
-            "role": "leader",
+            "role": self.state.role,
         }
 
     def _shutdown(self) -> None:

@@ -91,14 +91,13 @@ class Guard:
 class Writer:
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | None,
         ks: Keyspace,
         guard: Guard,
         *,
         dry_run: bool = False,
         token: str = "",
     ) -> None:
-        self.client = client
         self.ks = ks
         self.guard = guard
         self.dry_run = dry_run
@@ -106,6 +105,12 @@ class Writer:
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.applied: dict[str, int] = {}  # path -> seq of the newest result applied
         self.rejected: dict[str, str] = {}  # path -> reason, while the file on disk is invalid
+        if client is not None:
+            self.rebind(client)
+
+    def rebind(self, client: redis.Redis) -> None:
+        """Use a new connection (after a reconnect); what was applied is still known."""
+        self.client = client
         self._upsert = client.register_script(keyspace.UPSERT_SCRIPT)
         self._delete = client.register_script(keyspace.DELETE_SCRIPT)
 
@@ -239,13 +244,29 @@ class Writer:
         return plan
 
     def mark_synced(self) -> None:
-        """Record a completed full sync (bookkeeping key; not part of the asset keyspace)."""
+        """Record a completed full sync and the server's run_id (bookkeeping, not assets).
+
+        The marker vanishing (FLUSHALL, a restart without persistence, failover to an empty
+        replica) or the run_id changing is how a lost keyspace is detected.
+        """
         if not self.dry_run:
             self.client.hset(
                 self.ks.sync_marker,
-                mapping={"at_ms": int(time.time() * 1000), "by": self.identity},
+                mapping={
+                    "at_ms": int(time.time() * 1000),
+                    "by": self.identity,
+                    "run_id": self.run_id(),
+                },
             )
         metrics.LAST_SYNC.set(time.time())
+
+    def run_id(self) -> str:
+        return str(self.client.info("server").get("run_id", ""))
+
+    def marker_run_id(self) -> str | None:
+        """The run_id recorded by the last full sync, or None when the marker is gone."""
+        raw = self.client.hget(self.ks.sync_marker, "run_id")
+        return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def count_states(plan_items: Iterable[tuple[str, int]]) -> None:

@@ -1,9 +1,11 @@
 """The writer process: reads results from the reader, commits them with `Writer`, reports.
 
 It owns the only writing Valkey connection of the daemon, opened here after the process started
-(STYLE §6). While Valkey is unreachable it keeps the newest result per path (memory bounded by
-the number of paths) and retries with capped, jittered backoff; a one-shot run gives up after
-`connect_timeout` instead.
+(STYLE §6), and writes only while it holds the lease; otherwise it is a hot standby that keeps
+the view of the disk (rejections, sync state) and discards writes, asking for a full rescan
+when it takes over. While Valkey is unreachable it keeps the newest result per path, up to a
+bound beyond which it drops them and rescans once Valkey is back; it retries with capped,
+jittered backoff. A one-shot run gives up after `connect_timeout` instead (exit 3).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import redis
 from . import logs, metrics
 from .connection import connect, redact
 from .keyspace import Keyspace
+from .lease import Lease
 from .worker import Accepted, Rejected
 from .writer import Delete, Fenced, Finish, Guard, Plan, SyncPoint, Writer
 
@@ -30,6 +33,8 @@ log = logging.getLogger("assetmgr.writer")
 
 EXIT_OK, EXIT_VALKEY, EXIT_REFUSED = 0, 3, 4
 BACKOFF_MAX = 5.0
+MARKER_CHECK = 2.0  # seconds between checks that Valkey still holds our last sync
+PENDING_MAX_BYTES = 128 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class WriterOptions:
     dry_run: bool = False
     batch_size: int = 256
     oneshot: bool = True
+    lease_ttl: float = 10.0
+    wait_lease: float = 0.0
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -53,9 +60,16 @@ class Report:
     plan: Plan
     exit_code: int = EXIT_OK
     error: str | None = None
-    kind: str = "summary"  # at the end; in a daemon also "synced" (full sync) and "status"
+    # "summary" at the end; in a daemon also "synced" (a full sync), "status" (rejections
+    # changed), "role" (leader/standby changed) and "rescan" (a full rescan is needed).
+    kind: str = "summary"
     rejected: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    role: str = "standby"
+
+
+class ValkeyFailure(Exception):
+    pass
 
 
 class WriterLoop:
@@ -65,14 +79,26 @@ class WriterLoop:
         self.opts = opts
         self.plan = Plan()
         self.pending: dict[str, Accepted | Rejected | Delete] = {}
+        self.pending_bytes = 0
         self.syncs: list[SyncPoint] = []
-        self.writer: Writer | None = None
+        self.writer = Writer(None, Keyspace(opts.prefix), opts.guard, dry_run=opts.dry_run)
+        self.lease: Lease | None = None
         self.counts: dict[str, int] = {}
         self.live: set[str] = set()  # paths whose valid content Valkey holds
         self.finished = False
+        self.needs_rescan = False
+        self.synced_run_id: str | None = None
+        self.next_marker_check = 0.0
         self._down_logged = False
+        self._old_token = ""
 
-    def connect(self, deadline: float | None) -> Writer:
+    @property
+    def leader(self) -> bool:
+        return self.lease is not None and self.lease.held
+
+    # -- connection and lease ---------------------------------------------------------------
+
+    def connect(self, deadline: float | None) -> None:
         """Connect, retrying with backoff until `deadline` (None = forever)."""
         delay = 0.1
         while True:
@@ -81,13 +107,7 @@ class WriterLoop:
                     self.opts.url, password=self.opts.password, timeout=self.opts.connect_timeout
                 )
                 client.ping()
-                metrics.VALKEY_UP.set(1)
-                if self._down_logged:
-                    log.info("valkey reachable again", extra={"url": redact(self.opts.url)})
-                self._down_logged = False
-                return Writer(
-                    client, Keyspace(self.opts.prefix), self.opts.guard, dry_run=self.opts.dry_run
-                )
+                break
             except redis.AuthenticationError as e:
                 raise ValkeyFailure(f"Valkey refused the credentials: {_clean(e)}") from None
             except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
@@ -100,9 +120,84 @@ class WriterLoop:
                     self._down_logged = True
                 time.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, BACKOFF_MAX)
+        metrics.VALKEY_UP.set(1)
+        if self._down_logged:
+            log.warning("Valkey reachable again", extra={"url": redact(self.opts.url)})
+        self._down_logged = False
+        self.writer.rebind(client)
+        was_leader = self.leader
+        self.lease = Lease(client, self.writer.ks.lease, self.opts.lease_ttl)
+        self.next_marker_check = 0.0
+        if was_leader:
+            self.lease.token = self._old_token  # the same writer, reconnected
+            if not self.lease.renew():
+                self._step_down("the lease expired while Valkey was unreachable")
+
+    def tick_lease(self, now: float) -> None:
+        """Renew the lease when due, or try to take it; report a change of role."""
+        assert self.lease is not None
+        if self.leader:
+            if now >= self.lease.next_renew and not self.lease.renew(now):
+                self._step_down("lease lost")
+            return
+        if now < self.lease.next_renew:
+            return
+        if not self.lease.acquire(now):
+            self.lease.next_renew = now + min(self.lease.renew_every, 0.5)
+            return
+        self._old_token = self.lease.token
+        self.writer.token = self.lease.token
+        metrics.LEADER.set(1)
+        log.info("holding the writer lease", extra={"holder": self.lease.token.rsplit(":", 1)[0]})
+        self._report("role")
+        if self.needs_rescan:
+            self._request_rescan("took over the writer lease")
+
+    def _step_down(self, why: str) -> None:
+        assert self.lease is not None
+        holder = self.lease.holder()
+        log.warning("standing by: %s", why, extra={"holder": str(holder) if holder else "-"})
+        self.lease.held = False
+        self.writer.token = ""
+        metrics.LEADER.set(0)
+        self._drop_pending()
+        self._report("role")
+
+    def _drop_pending(self) -> None:
+        """Forget buffered writes (standby, or over the memory bound); a rescan will redo them."""
+        kept: dict[str, Accepted | Rejected | Delete] = {
+            p: r for p, r in self.pending.items() if isinstance(r, Rejected)
+        }
+        if len(kept) != len(self.pending):
+            self.needs_rescan = True
+        self.pending = kept
+        self.pending_bytes = 0
+
+    def _request_rescan(self, why: str) -> None:
+        log.warning("requesting a full rescan: %s", why)
+        self.needs_rescan = False
+        self._report("rescan")
+
+    def check_marker(self, now: float) -> None:
+        """Detect a Valkey that lost our keyspace (FLUSHALL, restart, empty failover)."""
+        if now < self.next_marker_check or self.synced_run_id is None:
+            return
+        self.next_marker_check = now + MARKER_CHECK
+        marker = self.writer.marker_run_id()
+        if marker is None:
+            metrics.DATA_LOSS.inc()
+            log.error("Valkey lost the asset keyspace (sync marker gone); re-hydrating")
+            self.synced_run_id = None
+            self._request_rescan("data loss in Valkey")
+        elif marker != self.writer.run_id():
+            log.warning("Valkey restarted (run_id changed); reconciling")
+            self.synced_run_id = None
+            self._request_rescan("Valkey restarted")
+
+    # -- input and commits ------------------------------------------------------------------
 
     def receive(self, timeout: float) -> None:
-        """Take everything waiting on the inbox (up to a batch) into the pending set."""
+        """Take what waits on the inbox (up to a batch) into the pending set."""
         if not self.inbox.poll(timeout):
             return
         taken = 0
@@ -119,11 +214,73 @@ class WriterLoop:
                 self.syncs.append(message)
                 return  # commit what came before it, then prune
             for item in message:
-                previous = self.pending.get(item.path)
-                if previous is None or item.seq >= previous.seq:
-                    self.pending[item.path] = item
+                self._buffer(item)
                 taken += 1
+        if self.pending_bytes > PENDING_MAX_BYTES and not self.opts.oneshot:
+            log.error(
+                "write buffer over %d MiB; dropping it until Valkey is back",
+                PENDING_MAX_BYTES >> 20,
+            )
+            self._drop_pending()
         metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
+
+    def _buffer(self, item: Accepted | Rejected | Delete) -> None:
+        previous = self.pending.get(item.path)
+        if previous is not None and item.seq < previous.seq:
+            return
+        if isinstance(previous, Accepted):
+            self.pending_bytes -= len(previous.blob)
+        if isinstance(item, Accepted):
+            self.pending_bytes += len(item.blob)
+        self.pending[item.path] = item
+
+    def flush(self) -> None:
+        if not self.leader and not self.opts.dry_run:
+            self._standby_flush()
+            return
+        items = list(self.pending.values())
+        rejected_before = dict(self.writer.rejected)
+        for i in range(0, len(items), self.opts.batch_size):
+            chunk = items[i : i + self.opts.batch_size]
+            done = self.writer.apply(chunk)
+            for item in chunk:
+                self.pending.pop(item.path, None)
+            self._record(done)
+        self.pending_bytes = 0
+        while self.syncs:
+            sync = self.syncs.pop(0)
+            pruned = self.writer.prune(sync, self.opts.batch_size) if sync.prune else Plan()
+            if pruned.refused:
+                log.error("prune refused: %s", pruned.refused)
+            self._record(pruned)
+            self.live.intersection_update(sync.paths)
+            self.writer.mark_synced()
+            self.synced_run_id = self.writer.run_id()
+            self._report("synced")
+        self._after_flush(rejected_before)
+
+    def _standby_flush(self) -> None:
+        """Not the leader: keep the view of the disk, write nothing."""
+        rejected_before = dict(self.writer.rejected)
+        for item in self.pending.values():
+            if isinstance(item, Rejected):
+                self.writer.rejected[item.path] = item.reason
+            else:
+                self.writer.rejected.pop(item.path, None)
+                self.needs_rescan = True
+        self.pending.clear()
+        self.pending_bytes = 0
+        while self.syncs:
+            self.syncs.pop(0)
+            self._report("synced")
+        self._after_flush(rejected_before)
+
+    def _after_flush(self, rejected_before: dict[str, str]) -> None:
+        if self.writer.rejected != rejected_before:
+            self._report("status")
+        metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
+        metrics.ASSETS.labels("valid").set(len(self.live))
+        metrics.ASSETS.labels("invalid").set(len(self.writer.rejected))
 
     def _record(self, done: Plan) -> None:
         """A one-shot run keeps the whole plan for its report; a daemon keeps counts only."""
@@ -137,63 +294,75 @@ class WriterLoop:
         else:
             self.plan.refused = done.refused or self.plan.refused
 
-    def flush(self, writer: Writer) -> None:
-        items = list(self.pending.values())
-        rejected_before = dict(writer.rejected)
-        for i in range(0, len(items), self.opts.batch_size):
-            chunk = items[i : i + self.opts.batch_size]
-            done = writer.apply(chunk)
-            for item in chunk:
-                self.pending.pop(item.path, None)
-            self._record(done)
-        metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
-        while self.syncs:
-            sync = self.syncs.pop(0)
-            pruned = writer.prune(sync, self.opts.batch_size) if sync.prune else Plan()
-            if pruned.refused:
-                log.error("prune refused: %s", pruned.refused)
-            self._record(pruned)
-            self.live.intersection_update(sync.paths)
-            writer.mark_synced()
-            self._report(writer, "synced")
-        if writer.rejected != rejected_before:
-            self._report(writer, "status")
-        metrics.ASSETS.labels("valid").set(len(self.live))
-        metrics.ASSETS.labels("invalid").set(len(writer.rejected))
+    def _report(self, kind: str) -> None:
+        if self.opts.oneshot:
+            return
+        counts = {"valid": len(self.live), "invalid": len(self.writer.rejected), **self.counts}
+        role = "leader" if self.leader else "standby"
+        report = Report(
+            Plan(), kind=kind, rejected=dict(self.writer.rejected), counts=counts, role=role
+        )
+        _send(self.outbox.send, report)
 
-    def _report(self, writer: Writer, kind: str) -> None:
-        if not self.opts.oneshot:
-            counts = {"valid": len(self.live), "invalid": len(writer.rejected), **self.counts}
-            report = Report(Plan(), kind=kind, rejected=dict(writer.rejected), counts=counts)
-            _send(self.outbox.send, report)
+    # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> Report:
-        deadline = time.monotonic() + self.opts.connect_timeout if self.opts.oneshot else None
         try:
-            writer = self.connect(deadline)
-            while True:
-                self.receive(0.05 if self.pending else 0.5)
-                if self.pending or self.syncs:
-                    try:
-                        self.flush(writer)
-                    except (redis.ConnectionError, redis.TimeoutError) as e:
-                        if self.opts.oneshot:
-                            raise ValkeyFailure(f"write failed: {_clean(e)}") from None
-                        log.error("lost Valkey connection: %s", _clean(e))
-                        metrics.VALKEY_UP.set(0)
-                        self._down_logged = True
-                        writer = self.connect(None)
-                if self.finished and not self.pending and not self.syncs:
-                    break
+            self.connect(
+                time.monotonic() + self.opts.connect_timeout if self.opts.oneshot else None
+            )
+            if self.opts.oneshot and not self.opts.dry_run:
+                self._oneshot_lease()
+            while not (self.finished and not self.pending and not self.syncs):
+                self.step()
         except ValkeyFailure as e:
             return Report(self.plan, EXIT_VALKEY, str(e))
-        except Fenced as e:
-            return Report(self.plan, EXIT_REFUSED, f"lost the writer lease: {e}")
+        except (Fenced, LeaseBusy) as e:
+            return Report(self.plan, EXIT_REFUSED, str(e))
+        finally:
+            self._release()
         code = EXIT_REFUSED if self.plan.refused and self.opts.oneshot else EXIT_OK
-        return Report(self.plan, code, self.plan.refused, rejected=dict(writer.rejected))
+        return Report(self.plan, code, self.plan.refused, rejected=dict(self.writer.rejected))
+
+    def _oneshot_lease(self) -> None:
+        assert self.lease is not None
+        if not self.lease.wait(self.opts.wait_lease):
+            holder = self.lease.holder()
+            raise LeaseBusy(f"another writer holds the lease ({holder}); try --wait-lease SECONDS")
+        self.writer.token = self.lease.token
+        self._old_token = self.lease.token
+
+    def step(self) -> None:
+        self.receive(0.05 if self.pending else 0.2)
+        now = time.monotonic()
+        try:
+            if not self.opts.dry_run:
+                self.tick_lease(now)
+                if self.opts.oneshot and not self.leader:
+                    raise Fenced("lost the writer lease during the run")
+            if self.leader:
+                self.check_marker(now)
+            if self.pending or self.syncs:
+                self.flush()
+        except Fenced as e:
+            if self.opts.oneshot:
+                raise
+            self._step_down(f"commit fenced: {e}")
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            if self.opts.oneshot:
+                raise ValkeyFailure(f"write failed: {_clean(e)}") from None
+            log.error("lost Valkey connection: %s", _clean(e))
+            metrics.VALKEY_UP.set(0)
+            self._down_logged = True
+            self.connect(None)
+
+    def _release(self) -> None:
+        if self.leader and self.lease is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.lease.release()
 
 
-class ValkeyFailure(Exception):
+class LeaseBusy(Exception):
     pass
 
 

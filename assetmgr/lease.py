@@ -1,0 +1,77 @@
+"""The writer lease: one active writer across hosts (DESIGN §2.1).
+
+`SET lease token NX PX ttl` elects a writer; the holder renews it every third of the TTL. The
+token (host:pid:random) is also checked inside every commit script, in the same atomic step as
+the write, so a writer that was paused past its TTL and lost the lease can commit nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+
+import redis
+
+from . import keyspace
+
+
+@dataclass
+class Holder:
+    host: str
+    pid: str
+
+    def __str__(self) -> str:
+        return f"{self.host} pid {self.pid}"
+
+
+class Lease:
+    def __init__(self, client: redis.Redis, key: str, ttl: float) -> None:
+        self.client = client
+        self.key = key
+        self.ttl_ms = max(int(ttl * 1000), 100)
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
+        self.held = False
+        self.next_renew = 0.0
+        self._renew = client.register_script(keyspace.RENEW_SCRIPT)
+        self._release = client.register_script(keyspace.RELEASE_SCRIPT)
+
+    @property
+    def renew_every(self) -> float:
+        return self.ttl_ms / 3000
+
+    def acquire(self, now: float | None = None) -> bool:
+        self.held = bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        if self.held:
+            self.next_renew = (time.monotonic() if now is None else now) + self.renew_every
+        return self.held
+
+    def renew(self, now: float | None = None) -> bool:
+        """Extend the lease; False (and not held) when someone else has it or it expired."""
+        self.held = bool(self._renew(keys=[self.key], args=[self.token, self.ttl_ms]))
+        self.next_renew = (time.monotonic() if now is None else now) + self.renew_every
+        return self.held
+
+    def release(self) -> None:
+        if self.held:
+            self._release(keys=[self.key], args=[self.token])
+            self.held = False
+
+    def holder(self) -> Holder | None:
+        raw = self.client.get(self.key)
+        if raw is None:
+            return None
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        host, _, rest = text.partition(":")
+        return Holder(host, rest.partition(":")[0])
+
+    def wait(self, seconds: float) -> bool:
+        """Try to acquire until `seconds` have passed (a one-shot hydrate's --wait-lease)."""
+        deadline = time.monotonic() + seconds
+        while not self.acquire():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.2, self.ttl_ms / 5000))
+        return True
