@@ -59,6 +59,7 @@ class AssetClient:
         self.client = client
         self.ks = Keyspace(prefix)
         self._dctx = zstandard.ZstdDecompressor()
+        self._lookups_failed = False
 
     @classmethod
     def from_url(
@@ -115,6 +116,27 @@ class AssetClient:
         if hashlib.sha256(data).hexdigest() != manifest.hash:
             return None
         return Asset(path, data, manifest)
+
+    def expectations(self, paths: Sequence[str], vfp: str) -> dict[str, str]:
+        """For a scan: the hash stored for each path whose blob exists and whose content was
+        validated under fingerprint `vfp`. Empty when Valkey cannot be read: a hint only."""
+        if not paths or not vfp or self._lookups_failed:
+            return {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for path in paths:
+                pipe.hmget(self.ks.manifest(path), "hash", "vfp")
+                pipe.exists(self.ks.blob(path))
+            replies = pipe.execute()
+        except redis.RedisError:
+            self._lookups_failed = True  # one failure is enough: don't wait on every chunk
+            return {}
+        known = {}
+        for i, path in enumerate(paths):
+            (stored, stored_vfp), blob_exists = replies[2 * i], replies[2 * i + 1]
+            if stored and blob_exists and stored_vfp == vfp.encode():
+                known[path] = stored.decode()
+        return known
 
     def paths(self) -> list[str]:
         """Every asset path that has a manifest."""

@@ -15,7 +15,7 @@ from .client import AssetClient, IntegrityError
 from .config import Config
 from .connection import redact
 from .schemas import Registry
-from .worker import Limits, Rejected, Result
+from .worker import Limits, Rejected, Result, fingerprint
 from .writer import Guard, Plan
 from .writer_loop import WriterOptions
 
@@ -92,8 +92,19 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
         sys.stderr.write(f"assetmgr: refused: {problem} (--allow-mass-delete overrides)\n")
         return EXIT_REFUSED
     progress = oneshot.Progress(sys.stderr.isatty())
+    reads = AssetClient.from_url(
+        cfg.valkey_url, password=cfg.password, prefix=cfg.key_prefix, timeout=cfg.connect_timeout
+    )
+    vfp = fingerprint(registry, limits)
     result = oneshot.hydrate(
-        cfg.root, registry, limits, cfg.workers, writer_options(cfg), not cfg.no_prune, progress
+        cfg.root,
+        registry,
+        limits,
+        cfg.workers,
+        writer_options(cfg),
+        not cfg.no_prune,
+        progress,
+        lambda paths: reads.expectations(paths, vfp),
     )
     plan, report = result.report.plan, result.report
     for path, reason in sorted(plan.invalid.items()):

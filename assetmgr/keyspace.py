@@ -72,6 +72,7 @@ class Manifest:
     gen: int
     codec: str = CODEC
     writer: str = ""
+    vfp: str = ""  # fingerprint of the rules that validated it (see worker.fingerprint)
 
     def fields(self) -> dict[str, str]:
         return {
@@ -84,6 +85,7 @@ class Manifest:
             "updated_ms": str(self.updated_ms),
             "gen": str(self.gen),
             "writer": self.writer,
+            "vfp": self.vfp,
         }
 
     @classmethod
@@ -100,6 +102,7 @@ class Manifest:
             gen=int(f.get("gen", "0")),
             codec=f.get("codec", CODEC),
             writer=f.get("writer", ""),
+            vfp=f.get("vfp", ""),
         )
 
 
@@ -111,44 +114,82 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-# Fenced, idempotent commit of one asset: blob, manifest and publish in one atomic step.
-# KEYS: lease, blob, manifest. ARGV: token ('' = no lease), channel, path, blob, hash, then the
-# manifest's field/value pairs except `gen`, which counts this asset's committed versions.
-# Content equal to what is stored is neither rewritten nor published, so a replay is a no-op.
+# Fenced, idempotent commit of a batch of assets. For each asset, blob + manifest + PUBLISH
+# happen together (the whole script is atomic); content equal to what is stored is neither
+# rewritten nor published, so a replayed batch is a no-op. The lease token is checked in the
+# same atomic step (fencing): a writer that lost the lease commits nothing.
+# KEYS: lease, then blob_i, manifest_i for each asset.
+# ARGV: token ('' = no lease), channel, n, n manifest field names (besides hash and gen),
+#       then for each asset: path, blob, hash, n field values.
+# Returns per asset: 0 unchanged, 1 updated, 2 added. `gen` counts an asset's versions.
 UPSERT_SCRIPT = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease not held')
 end
-if redis.call('HGET', KEYS[3], 'hash') == ARGV[5] and redis.call('EXISTS', KEYS[2]) == 1 then
-  return 0
+local n = tonumber(ARGV[3])
+local stride = 3 + n
+local out = {}
+for a = 0, (#KEYS - 1) / 2 - 1 do
+  local blob_key, manifest_key = KEYS[2 + 2 * a], KEYS[3 + 2 * a]
+  local o = 4 + n + a * stride
+  local old = redis.call('HMGET', manifest_key, 'hash', 'gen')
+  if old[1] == ARGV[o + 2] and redis.call('EXISTS', blob_key) == 1 then
+    out[a + 1] = 0
+  else
+    redis.call('SET', blob_key, ARGV[o + 1])
+    local fields = {'hash', ARGV[o + 2], 'gen', tonumber(old[2] or '0') + 1}
+    for i = 1, n do
+      fields[#fields + 1] = ARGV[3 + i]
+      fields[#fields + 1] = ARGV[o + 2 + i]
+    end
+    redis.call('HSET', manifest_key, unpack(fields))
+    redis.call('PUBLISH', ARGV[2], ARGV[o])
+    out[a + 1] = old[1] and 1 or 2
+  end
 end
-local gen = tonumber(redis.call('HGET', KEYS[3], 'gen') or '0') + 1
-redis.call('SET', KEYS[2], ARGV[4])
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'hash', ARGV[5], 'gen', gen, unpack(ARGV, 6))
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
+return out
 """
 
-# KEYS: lease, blob, manifest. ARGV: token, channel, path. Publishes only if something went.
+# KEYS: lease, then blob_i, manifest_i. ARGV: token, channel, then path_i.
+# Returns per asset the number of keys deleted; publishes only when something went.
 DELETE_SCRIPT = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease not held')
 end
-local n = redis.call('DEL', KEYS[2], KEYS[3])
-if n > 0 then
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+local out = {}
+for a = 0, (#KEYS - 1) / 2 - 1 do
+  local gone = redis.call('DEL', KEYS[2 + 2 * a], KEYS[3 + 2 * a])
+  if gone > 0 then
+    redis.call('PUBLISH', ARGV[2], ARGV[3 + a])
+  end
+  out[a + 1] = gone
 end
-return n
+return out
 """
 
+MANIFEST_FIELDS = ("size", "zsize", "codec", "schema", "mtime_ns", "updated_ms", "writer", "vfp")
 
-def upsert_args(token: str, channel: str, path: str, blob: bytes, manifest: Manifest) -> list[Any]:
-    """ARGV of UPSERT_SCRIPT for one asset."""
-    fields = manifest.fields()
-    del fields["hash"], fields["gen"]
-    pairs = [item for kv in fields.items() for item in kv]
-    return [token, channel, path, blob, manifest.hash, *pairs]
+
+def upsert_call(
+    token: str, channel: str, ks: Keyspace, assets: list[tuple[str, bytes, Manifest]]
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of UPSERT_SCRIPT for a batch of (path, blob, manifest)."""
+    keys: list[str] = [ks.lease]
+    args: list[Any] = [token, channel, len(MANIFEST_FIELDS), *MANIFEST_FIELDS]
+    for path, blob, manifest in assets:
+        keys += [ks.blob(path), ks.manifest(path)]
+        fields = manifest.fields()
+        args += [path, blob, manifest.hash, *(fields[name] for name in MANIFEST_FIELDS)]
+    return keys, args
+
+
+def delete_call(
+    token: str, channel: str, ks: Keyspace, paths: list[str]
+) -> tuple[list[str], list[Any]]:
+    keys: list[str] = [ks.lease]
+    for path in paths:
+        keys += [ks.blob(path), ks.manifest(path)]
+    return keys, [token, channel, *paths]
 
 
 # Lease renewal and release: only by the holder of the token (Valkey 8.1's SET IFEQ and 9.0's

@@ -3,17 +3,21 @@
 The supervisor sets PROMETHEUS_MULTIPROC_DIR before it starts its children, so the reader, the
 workers and the writer record into per-pid files that `MultiProcessCollector` sums: counters of
 a dead worker stay in the total, and gauges are read from live processes only. The supervisor's
-own gauges live in a separate registry. Labels are low-cardinality codes, never file paths.
+own metrics are plain values behind a collector of their own (`LocalMetric`), never files in that
+directory. Labels are low-cardinality codes, never file paths.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as _mp
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from . import __version__
 from .worker import Accepted, Rejected, Result
@@ -52,22 +56,107 @@ LAST_SYNC = Gauge(
     "Unix time of the last completed full sync",
     multiprocess_mode="max",
 )
-BYTES = Counter("assetmgr_bytes", "Bytes written to Valkey, by kind", ["kind"])
+BYTES = Counter(
+    "assetmgr_bytes", "Asset bytes read from disk (read) and written to Valkey (blob)", ["kind"]
+)
 WORKER_RESTARTS = Counter("assetmgr_worker_restarts", "Worker processes restarted after dying")
 DATA_LOSS = Counter("assetmgr_valkey_data_loss", "Times Valkey was found to have lost the keyspace")
 
-# The supervisor's own metrics: it is not in multiprocess mode itself.
-SUPERVISOR = CollectorRegistry(auto_describe=True)
-READY = Gauge("assetmgr_ready", "1 once hydrated with Valkey reachable", registry=SUPERVISOR)
-BUILD_INFO = Gauge(
-    "assetmgr_build_info", "Version of the running daemon", ["version"], registry=SUPERVISOR
+
+class LocalMetric:
+    """A gauge or counter of the supervisor alone, kept outside prometheus_client's value classes.
+
+    Every process imports this module, and in a child (PROMETHEUS_MULTIPROC_DIR set) each
+    prometheus_client metric constructed at import writes a per-pid file. A plain `Gauge` for
+    `assetmgr_ready` was therefore scraped a second time from every child, as
+    `assetmgr_ready{pid="…"} 0`, which an alert on `assetmgr_ready == 0` fires on forever.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        kind: str,
+        labelnames: tuple[str, ...] = (),
+        initial: Iterable[tuple[str, ...]] = (),
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.kind = kind  # "gauge" or "counter"
+        self.labelnames = labelnames
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, ...], float] = {v: 0.0 for v in initial}
+        if not labelnames:
+            self._values[()] = 0.0
+
+    def labels(self, *values: str) -> _LocalChild:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}")
+        return _LocalChild(self, tuple(values))
+
+    def set(self, value: float) -> None:
+        self._update((), value, add=False)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._update((), amount, add=True)
+
+    def _update(self, key: tuple[str, ...], value: float, add: bool) -> None:
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + value if add else value
+
+    def value(self, *labels: str) -> float:
+        with self._lock:
+            return self._values.get(tuple(labels), 0.0)
+
+    def collect(self) -> Metric:
+        family_type = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        family = family_type(self.name, self.documentation, labels=list(self.labelnames))
+        with self._lock:
+            for key, value in sorted(self._values.items()):
+                family.add_metric(list(key), value)
+        return family
+
+
+@dataclass
+class _LocalChild:
+    metric: LocalMetric
+    key: tuple[str, ...]
+
+    def set(self, value: float) -> None:
+        self.metric._update(self.key, value, add=False)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.metric._update(self.key, amount, add=True)
+
+
+class _LocalCollector:
+    def __init__(self, *metrics: LocalMetric) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.metrics:
+            yield metric.collect()
+
+
+READY = LocalMetric(
+    "assetmgr_ready", "1 once hydrated with Valkey reachable (what /readyz says)", "gauge"
 )
-CHILD_RESTARTS = Counter(
+BUILD_INFO = LocalMetric(
+    "assetmgr_build_info",
+    "Version of the running daemon",
+    "gauge",
+    ("version",),
+    initial=[(__version__,)],
+)
+CHILD_RESTARTS = LocalMetric(
     "assetmgr_child_restarts",
     "Reader/writer restarts by the supervisor",
-    ["role"],
-    registry=SUPERVISOR,
+    "counter",
+    ("role",),
+    initial=[("reader",), ("writer",)],
 )
+SUPERVISOR = CollectorRegistry(auto_describe=True)
+SUPERVISOR.register(_LocalCollector(READY, BUILD_INFO, CHILD_RESTARTS))
 
 
 def observe_results(results: Iterable[Result]) -> None:
@@ -83,15 +172,55 @@ def observe_propagation(seq: int) -> None:
     PROPAGATION.observe(max(0.0, (time.monotonic_ns() - seq) / 1e9))
 
 
-def render(multiprocess_dir: str | None) -> bytes:
-    """The text exposition of every process: children's files plus the supervisor's own."""
+def render(multiprocess_dir: str | None, ready: bool | None = None) -> bytes:
+    """The text exposition of every process: children's files plus the supervisor's own.
+
+    `ready` is what /readyz answers now; `assetmgr_ready` reports the same.
+    """
     BUILD_INFO.labels(__version__).set(1)
+    if ready is not None:
+        READY.set(1 if ready else 0)
     out = generate_latest(SUPERVISOR)
     if multiprocess_dir:
-        registry = CollectorRegistry()
-        _mp.MultiProcessCollector(registry, path=multiprocess_dir)
-        out += generate_latest(registry)
+        out += generate_latest(_aggregate(multiprocess_dir))
     return out
+
+
+def _aggregate(multiprocess_dir: str) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    _mp.MultiProcessCollector(registry, path=multiprocess_dir)
+    return registry
+
+
+@dataclass(frozen=True)
+class Live:
+    """The children's gauges as the supervisor sees them: the only view it has of the reader's
+    queues and of whether the writer reaches Valkey. None = not reported (yet)."""
+
+    valkey_up: bool | None = None
+    leader: bool | None = None
+    queues: dict[str, int] = field(default_factory=dict)
+    assets: dict[str, int] = field(default_factory=dict)
+
+
+def live(multiprocess_dir: str | None) -> Live:
+    if not multiprocess_dir:
+        return Live()
+    flags: dict[str, bool] = {}
+    by_label: dict[str, dict[str, int]] = {"assetmgr_queue_depth": {}, "assetmgr_assets": {}}
+    for family in _aggregate(multiprocess_dir).collect():
+        for sample in family.samples:
+            if sample.name in ("assetmgr_valkey_up", "assetmgr_leader"):
+                flags[sample.name] = sample.value >= 1
+            elif sample.name in by_label:
+                label = next(iter(sample.labels.values()), "")
+                by_label[sample.name][label] = int(sample.value)
+    return Live(
+        valkey_up=flags.get("assetmgr_valkey_up"),
+        leader=flags.get("assetmgr_leader"),
+        queues=by_label["assetmgr_queue_depth"],
+        assets=by_label["assetmgr_assets"],
+    )
 
 
 def process_died(pid: int | None) -> None:
@@ -133,7 +262,7 @@ def prime(role: str) -> None:
         for state in ("valid", "invalid"):
             ASSETS.labels(state).set(0)
         QUEUE_DEPTH.labels("write").set(0)
-        LEADER.set(1)
+        LEADER.set(0)  # until the writer takes the lease
     elif role == "reader":
         for kind in EVENT_KINDS:
             EVENTS.labels(kind)

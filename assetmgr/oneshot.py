@@ -57,6 +57,13 @@ class Progress:
         sys.stderr.flush()
 
 
+Lookup = Callable[[Sequence[str]], dict[str, str]]
+
+
+def _no_lookup(paths: Sequence[str]) -> dict[str, str]:
+    return {}
+
+
 def scan(
     root: str,
     registry: Registry,
@@ -64,8 +71,13 @@ def scan(
     workers: int,
     sink: Callable[[Sequence[Result]], None],
     progress: Progress,
+    lookup: Lookup = _no_lookup,
 ) -> Scan:
-    """Walk `root`, evaluate every candidate in the pool, hand each batch of results to `sink`."""
+    """Walk `root`, evaluate every candidate in the pool, hand each batch of results to `sink`.
+
+    `lookup` gives, per chunk of paths, the hashes Valkey already holds, so unchanged files are
+    only hashed (see worker.inspect).
+    """
     found = Scan()
     started = time.monotonic()
     seq = time.monotonic_ns()
@@ -73,15 +85,15 @@ def scan(
     pool.start()
     done = 0
     try:
-        chunk: list[tuple[str, int]] = []
+        chunk: list[str] = []
         for path in tree.walk(root):
             found.paths.add(path)
-            chunk.append((path, seq))
+            chunk.append(path)
             if len(chunk) >= SUBMIT_CHUNK:
-                pool.submit(chunk)
+                _submit(pool, chunk, seq, lookup)
                 chunk = []
                 done += _collect(pool, found, sink, 0)
-        pool.submit(chunk)
+        _submit(pool, chunk, seq, lookup)
         while pool.pending:
             done += _collect(pool, found, sink, 1.0)
             progress.update(done, len(found.paths))
@@ -90,6 +102,11 @@ def scan(
     progress.update(done, len(found.paths), final=True)
     found.seconds = time.monotonic() - started
     return found
+
+
+def _submit(pool: Pool, paths: list[str], seq: int, lookup: Lookup) -> None:
+    known = lookup(paths)
+    pool.submit([(path, seq, known.get(path)) for path in paths])
 
 
 def _collect(
@@ -121,6 +138,7 @@ def hydrate(
     opts: WriterOptions,
     prune: bool,
     progress: Progress,
+    lookup: Lookup = _no_lookup,
 ) -> HydrateResult:
     """Scan, commit through a writer process, prune; the writer's report says how it went."""
     ctx = mp.get_context("spawn")
@@ -138,7 +156,7 @@ def hydrate(
             writer_in.send(list(results))
 
     try:
-        found = scan(root, registry, limits, workers, sink, progress)
+        found = scan(root, registry, limits, workers, sink, progress, lookup)
         if writer.is_alive():
             writer_in.send(SyncPoint(started_seq, frozenset(found.paths), prune=prune))
             writer_in.send(Finish())

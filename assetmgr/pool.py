@@ -14,7 +14,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -22,11 +22,11 @@ import zstandard
 
 from . import logs, metrics
 from .schemas import Registry
-from .worker import ZSTD_LEVEL, Limits, Result, inspect
+from .worker import ZSTD_LEVEL, Limits, Result, fingerprint, inspect
 
 log = logging.getLogger("assetmgr.pool")
 
-Task = tuple[str, int]  # (path, seq)
+Task = tuple[str, int, str | None]  # (path, seq, hash Valkey holds under this fingerprint)
 IN_FLIGHT_PER_WORKER = 2
 # A worker that dies this soon after start, this many times in a row, cannot start at all.
 BOOT_WINDOW = 2.0
@@ -58,12 +58,16 @@ def _serve(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.name_process("worker")
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    vfp = fingerprint(registry, limits)
     while True:
         try:
             batch: list[Task] = conn.recv()
         except (EOFError, OSError):
             return
-        results = [replace(inspect(root, p, registry, limits, compressor), seq=s) for p, s in batch]
+        results = [
+            inspect(root, p, registry, limits, compressor, seq=s, expect=e, vfp=vfp)
+            for p, s, e in batch
+        ]
         metrics.observe_results(results)
         try:
             conn.send(results)

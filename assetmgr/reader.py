@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from . import metrics, schemas, tree
+from .client import AssetClient
 from .pool import Pool
 from .schemas import Registry, SchemaError
 from .watcher import (
@@ -33,13 +34,14 @@ from .watcher import (
     Change,
     Watches,
 )
-from .worker import Limits, Missing, Result
+from .worker import Limits, Missing, Result, fingerprint
 from .writer import Delete, Finish, SyncPoint
 
 log = logging.getLogger("assetmgr.reader")
 
 LIMITED_RESCAN = 30.0  # seconds between full rescans while the watch limit is hit
 ROOT_POLL = 1.0
+LOOKUP_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class ReaderOptions:
     reconcile_interval: float = 300.0
     shutdown_timeout: float = 10.0
     allow_empty_root: bool = False
+    valkey_url: str = ""  # read-only use: which files a full scan may skip as unchanged
+    password: str | None = None
+    prefix: str = ""
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -87,7 +92,9 @@ class Reader:
         self.next_reconcile = 0.0
         self.schemas_changed_at: float | None = None
         self.stopping = False
-        self._submit: list[tuple[str, int]] = []
+        self._submit: list[tuple[str, int, str | None]] = []
+        self.vfp = fingerprint(registry, opts.limits)
+        self.reads: AssetClient | None = None
         self._outbox: list[object] = []
 
     # -- sequence and marking -------------------------------------------------------------
@@ -97,7 +104,7 @@ class Reader:
         self.seq[path] = seq
         return seq
 
-    def mark_dirty(self, path: str) -> None:
+    def mark_dirty(self, path: str, expect: str | None = None) -> None:
         self.settling.pop(path, None)
         self.holding.pop(path, None)
         self.known.add(path)
@@ -106,7 +113,7 @@ class Reader:
             self.dirty[path] = seq
         else:
             self.in_flight.add(path)
-            self._submit.append((path, seq))
+            self._submit.append((path, seq, expect))
 
     def mark_gone(self, path: str, now: float) -> None:
         if tree.is_asset_name(path):
@@ -125,15 +132,30 @@ class Reader:
         scan = FullScan(time.monotonic_ns(), reason=reason)
         self.scan = scan
         assert self.watches is not None
-        for path in tree.walk(self.root, on_dir=self.watches.add):
-            scan.found.add(path)
-            scan.awaiting.add(path)
-            self.mark_dirty(path)
+        found = list(tree.walk(self.root, on_dir=self.watches.add))
+        scan.found.update(found)
+        scan.awaiting.update(found)
+        for i in range(0, len(found), LOOKUP_CHUNK):
+            chunk = found[i : i + LOOKUP_CHUNK]
+            known = self._expectations(chunk)
+            for path in chunk:
+                self.mark_dirty(path, known.get(path))
         for path in self.known - scan.found:
             self.mark_gone(path, now)
         self.next_reconcile = now + (
             LIMITED_RESCAN if self.watches.limit_hit else self.opts.reconcile_interval or 1e12
         )
+
+    def _expectations(self, paths: list[str]) -> dict[str, str]:
+        """Hashes Valkey holds for `paths`; a reconcile then only hashes unchanged files."""
+        if not self.opts.valkey_url:
+            return {}
+        if self.reads is None:
+            self.reads = AssetClient.from_url(
+                self.opts.valkey_url, password=self.opts.password, prefix=self.opts.prefix
+            )
+        self.reads._lookups_failed = False
+        return self.reads.expectations(paths, self.vfp)
 
     def scan_dir(self, rel: str, now: float) -> None:
         """A directory appeared (or was swapped): watch it, list it, forget what is not there."""
@@ -230,7 +252,7 @@ class Reader:
             if path in self.dirty:
                 seq = self.dirty.pop(path)
                 self.in_flight.add(path)
-                self._submit.append((path, seq))
+                self._submit.append((path, seq, None))
         if self.scan is not None and not self.scan.awaiting:
             self._outbox.append(SyncPoint(self.scan.started, frozenset(self.scan.found)))
             self.scan = None
@@ -272,6 +294,7 @@ class Reader:
             return
         kinds = self.registry.kinds_differing(new)
         self.registry = new
+        self.vfp = fingerprint(new, self.opts.limits)
         self.pool.reload(new)
         log.info("schemas reloaded", extra={"changed": ",".join(sorted(kinds)) or "-"})
         every = schemas.DEFAULT in kinds

@@ -8,6 +8,7 @@ attempted (DESIGN §3). A schema that fails to load or compile is a configuratio
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,6 +47,7 @@ class Registry:
     schemas: dict[str, Schema]
     rules: Sequence[tuple[str, str]] = ()
     validators: Mapping[str, Sequence[LogicValidator]] = field(default_factory=dict)
+    documents_digest: str = ""
 
     def schema_for(self, path: str) -> Schema | None:
         """First matching glob rule, else the kind (first component), else `_default`."""
@@ -57,6 +59,14 @@ class Registry:
             return self.schemas[kind]
         return self.schemas.get(DEFAULT)
 
+    def fingerprint(self) -> str:
+        """The schema documents as loaded, the rules and the validator names, hashed."""
+        digest = hashlib.sha256(self.documents_digest.encode())
+        digest.update(repr(list(self.rules)).encode())
+        for kind in sorted(self.validators):
+            digest.update(kind.encode() + repr([_name(v) for v in self.validators[kind]]).encode())
+        return digest.hexdigest()
+
     def logic_for(self, path: str) -> Sequence[LogicValidator]:
         kind, sep, _ = path.partition("/")
         return self.validators.get(kind if sep else "", ())
@@ -65,6 +75,10 @@ class Registry:
         """Kinds whose schema text changed between two registries (for revalidation)."""
         names = set(self.schemas) | set(other.schemas)
         return {n for n in names if _fingerprint(self, n) != _fingerprint(other, n)}
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return f"{getattr(function, '__module__', '')}:{getattr(function, '__qualname__', function)}"
 
 
 def _fingerprint(registry: Registry, name: str) -> bytes | None:
@@ -104,7 +118,8 @@ def load(
     for _, target in rules:
         if target.removesuffix(SUFFIX) not in schemas:
             raise SchemaError(f"schema rule names {target!r}, which is not in {directory}")
-    return Registry(root, schemas, tuple(rules), _load_validators(validators or {}))
+    digest = hashlib.sha256(orjson.dumps(docs, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return Registry(root, schemas, tuple(rules), _load_validators(validators or {}), digest)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import fastjsonschema
@@ -33,7 +33,12 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A valid asset, ready to write: `blob` is one zstd frame of the exact file bytes."""
+    """A valid asset, ready to write: `blob` is one zstd frame of the exact file bytes.
+
+    `vfp` fingerprints what validated it (schemas, validators, limits): stored in the manifest,
+    it lets a later scan skip re-validating bytes that are byte-identical and were validated
+    by the same rules.
+    """
 
     path: str
     blob: bytes
@@ -41,6 +46,16 @@ class Accepted:
     size: int
     schema: str
     mtime_ns: int = 0
+    seq: int = 0
+    vfp: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """The bytes hash to what Valkey holds, validated under the same fingerprint: no work."""
+
+    path: str
+    hash: str
     seq: int = 0
 
 
@@ -61,7 +76,7 @@ class Missing:
 
 
 Verdict = Accepted | Rejected
-Result = Accepted | Rejected | Missing
+Result = Accepted | Rejected | Missing | Unchanged
 
 REASONS = (
     "empty",
@@ -189,34 +204,51 @@ def _depth(document: Any) -> int:
     return deepest
 
 
+def fingerprint(registry: Registry, limits: Limits) -> str:
+    """What a verdict depends on besides the bytes; equal fingerprints give equal verdicts."""
+    digest = hashlib.sha256(registry.fingerprint().encode())
+    digest.update(f"{limits.max_size}:{limits.max_depth}".encode())
+    return digest.hexdigest()[:16]
+
+
 def inspect(
     root: str,
     path: str,
     registry: Registry,
     limits: Limits,
     compressor: zstandard.ZstdCompressor | None = None,
+    *,
+    seq: int = 0,
+    expect: str | None = None,
+    vfp: str = "",
 ) -> Result:
-    """Read `root/path` safely and evaluate it. Never opens a FIFO, device or socket."""
+    """Read `root/path` safely and evaluate it. Never opens a FIFO, device or socket.
+
+    With `expect` (the hash Valkey holds, validated under the current fingerprint), bytes that
+    hash to it are reported Unchanged without being parsed, validated or compressed again.
+    """
     misnamed = _misnamed(path)
     if misnamed:
-        return misnamed
+        return replace(misnamed, seq=seq)
     full = os.path.join(root, path)
     try:
         data, mtime_ns = _read(root, full, limits)
     except FileNotFoundError:
-        return Missing(path)
+        return Missing(path, seq)
     except _Invalid as e:
-        return Rejected(path, e.code, e.reason)
+        return Rejected(path, e.code, e.reason, seq)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            return Missing(path)
-        return Rejected(path, "unreadable", f"cannot read: {e.strerror or e}")
+            return Missing(path, seq)
+        return Rejected(path, "unreadable", f"cannot read: {e.strerror or e}", seq)
+    if expect is not None and hashlib.sha256(data).hexdigest() == expect:
+        return Unchanged(path, expect, seq)
     verdict = evaluate(path, data, registry, limits, compressor)
     if isinstance(verdict, Accepted):
         return Accepted(
-            verdict.path, verdict.blob, verdict.hash, verdict.size, verdict.schema, mtime_ns
+            path, verdict.blob, verdict.hash, verdict.size, verdict.schema, mtime_ns, seq, vfp
         )
-    return verdict
+    return replace(verdict, seq=seq)
 
 
 def _read(root: str, full: str, limits: Limits) -> tuple[bytes, int]:

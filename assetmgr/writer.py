@@ -18,7 +18,7 @@ import redis
 
 from . import keyspace, metrics
 from .keyspace import Keyspace, Manifest
-from .worker import Accepted, Rejected
+from .worker import Accepted, Rejected, Unchanged
 
 log = logging.getLogger("assetmgr.writer")
 
@@ -74,6 +74,23 @@ class Plan:
         }
 
 
+Item = Accepted | Rejected | Unchanged | Delete
+CHUNK_BYTES = 8 * 1024**2  # blob bytes per script call: keeps one call's latency bounded
+
+
+def _chunks(upserts: Sequence[Accepted]) -> Iterable[list[Accepted]]:
+    chunk: list[Accepted] = []
+    size = 0
+    for a in upserts:
+        if chunk and size + len(a.blob) > CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(a)
+        size += len(a.blob)
+    if chunk:
+        yield chunk
+
+
 class Refused(Exception):
     """The mass-loss guard stopped a prune (exit code 4)."""
 
@@ -121,33 +138,36 @@ class Writer:
         self.applied[path] = max(seq, self.applied.get(path, 0))
         return True
 
-    def apply(self, items: Sequence[Accepted | Rejected | Delete]) -> Plan:
+    def apply(self, items: Sequence[Item]) -> Plan:
         """Commit one batch. Older-than-applied results are dropped, the newest per path wins."""
-        latest: dict[str, Accepted | Rejected | Delete] = {}
+        latest: dict[str, Item] = {}
         for item in items:
             if self._fresh(item.path, item.seq):
                 latest[item.path] = item
         plan = Plan()
         upserts: list[Accepted] = []
-        deletes: list[Delete] = []
+        deletes: list[str] = []
         for item in latest.values():
             if isinstance(item, Rejected):
                 self.rejected[item.path] = item.reason
                 plan.invalid[item.path] = item.reason
                 continue
             self.rejected.pop(item.path, None)
-            (upserts if isinstance(item, Accepted) else deletes).append(item)  # type: ignore[arg-type]
-        if upserts:
+            if isinstance(item, Unchanged):
+                plan.unchanged.append(item.path)
+            elif isinstance(item, Accepted):
+                upserts.append(item)
+            else:
+                deletes.append(item.path)
+        if self.dry_run:
             self._classify(upserts, plan)
-        if deletes:
-            plan.deleted += [d.path for d in deletes]
-        changed = [a for a in upserts if a.path not in plan.unchanged]
-        if not self.dry_run and (changed or deletes):
-            self._commit(changed, [d.path for d in deletes], plan)
+            plan.deleted += deletes
+        elif upserts or deletes:
+            self._commit(upserts, deletes, plan)
         return plan
 
     def _classify(self, upserts: Sequence[Accepted], plan: Plan) -> None:
-        """Read the stored hashes in one round trip; equal content is not rewritten."""
+        """For a dry run: read the stored hashes to tell added, updated and unchanged apart."""
         pipe = self.client.pipeline(transaction=False)
         for a in upserts:
             pipe.hget(self.ks.manifest(a.path), "hash")
@@ -163,42 +183,42 @@ class Writer:
                 plan.updated.append(a.path)
 
     def _commit(self, upserts: Sequence[Accepted], deletes: Sequence[str], plan: Plan) -> None:
+        """One round trip: a script call per chunk of upserts (bounded bytes), one for deletes."""
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
         pipe = self.client.pipeline(transaction=False)
-        for a in upserts:
-            manifest = Manifest(
-                a.hash, a.size, len(a.blob), a.schema, a.mtime_ns, now_ms, 0, writer=self.identity
-            )
-            args = keyspace.upsert_args(self.token, self.ks.channel, a.path, a.blob, manifest)
-            self._upsert(keys=self._keys(a.path), args=args, client=pipe)
-        for path in deletes:
-            self._delete(
-                keys=self._keys(path), args=[self.token, self.ks.channel, path], client=pipe
-            )
+        chunks = list(_chunks(upserts))
+        for chunk in chunks:
+            assets = [
+                (a.path, a.blob, Manifest(
+                    a.hash, a.size, len(a.blob), a.schema, a.mtime_ns, now_ms, 0,
+                    writer=self.identity, vfp=a.vfp,
+                ))
+                for a in chunk
+            ]  # fmt: skip
+            keys, args = keyspace.upsert_call(self.token, self.ks.channel, self.ks, assets)
+            self._upsert(keys=keys, args=args, client=pipe)
+        if deletes:
+            keys, args = keyspace.delete_call(self.token, self.ks.channel, self.ks, list(deletes))
+            self._delete(keys=keys, args=args, client=pipe)
         replies = pipe.execute(raise_on_error=False)
         metrics.WRITE_BATCH.observe(time.perf_counter() - started)
-        self._account(upserts, deletes, replies, plan)
-
-    def _keys(self, path: str) -> list[str]:
-        return [self.ks.lease, self.ks.blob(path), self.ks.manifest(path)]
-
-    def _account(
-        self, upserts: Sequence[Accepted], deletes: Sequence[str], replies: list[object], plan: Plan
-    ) -> None:
         for reply in replies:
             if isinstance(reply, redis.ResponseError) and "FENCED" in str(reply):
                 raise Fenced(str(reply))
             if isinstance(reply, Exception):
                 raise reply
-        for a, reply in zip(upserts, replies, strict=False):
-            if reply == 1:
+        outcomes = [o for reply in replies[: len(chunks)] for o in reply]
+        for a, outcome in zip(upserts, outcomes, strict=True):
+            [plan.unchanged, plan.updated, plan.added][int(outcome)].append(a.path)
+            if outcome:
                 metrics.WRITES.labels("upsert").inc()
                 metrics.BYTES.labels("blob").inc(len(a.blob))
                 metrics.observe_propagation(a.seq)
-        gone = replies[len(upserts) :]
-        plan.deleted[:] = [p for p, n in zip(deletes, gone, strict=False) if n]
-        metrics.WRITES.labels("delete").inc(len(plan.deleted))
+        if deletes:
+            gone = replies[len(chunks)]
+            plan.deleted += [p for p, n in zip(deletes, gone, strict=True) if n]
+            metrics.WRITES.labels("delete").inc(sum(1 for n in gone if n))
 
     def stored_paths(self) -> set[str]:
         """Paths that have a manifest or a blob in Valkey (read with SCAN, never deleted so)."""

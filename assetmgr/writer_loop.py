@@ -27,7 +27,7 @@ from .connection import connect, redact
 from .keyspace import Keyspace
 from .lease import Lease
 from .worker import Accepted, Rejected
-from .writer import Delete, Fenced, Finish, Guard, Plan, SyncPoint, Writer
+from .writer import Fenced, Finish, Guard, Item, Plan, SyncPoint, Writer
 
 log = logging.getLogger("assetmgr.writer")
 
@@ -78,7 +78,7 @@ class WriterLoop:
         self.outbox = outbox
         self.opts = opts
         self.plan = Plan()
-        self.pending: dict[str, Accepted | Rejected | Delete] = {}
+        self.pending: dict[str, Item] = {}
         self.pending_bytes = 0
         self.syncs: list[SyncPoint] = []
         self.writer = Writer(None, Keyspace(opts.prefix), opts.guard, dry_run=opts.dry_run)
@@ -165,9 +165,7 @@ class WriterLoop:
 
     def _drop_pending(self) -> None:
         """Forget buffered writes (standby, or over the memory bound); a rescan will redo them."""
-        kept: dict[str, Accepted | Rejected | Delete] = {
-            p: r for p, r in self.pending.items() if isinstance(r, Rejected)
-        }
+        kept: dict[str, Item] = {p: r for p, r in self.pending.items() if isinstance(r, Rejected)}
         if len(kept) != len(self.pending):
             self.needs_rescan = True
         self.pending = kept
@@ -224,7 +222,7 @@ class WriterLoop:
             self._drop_pending()
         metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
 
-    def _buffer(self, item: Accepted | Rejected | Delete) -> None:
+    def _buffer(self, item: Item) -> None:
         previous = self.pending.get(item.path)
         if previous is not None and item.seq < previous.seq:
             return
