@@ -9,6 +9,7 @@ directory. Labels are low-cardinality codes, never file paths.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -188,8 +189,38 @@ def render(multiprocess_dir: str | None, ready: bool | None = None) -> bytes:
 
 def _aggregate(multiprocess_dir: str) -> CollectorRegistry:
     registry = CollectorRegistry()
-    _mp.MultiProcessCollector(registry, path=multiprocess_dir)
+    registry.register(_ChildFiles(multiprocess_dir))
     return registry
+
+
+class _ChildFiles(_mp.MultiProcessCollector):
+    """`MultiProcessCollector` that tolerates the children it reads from starting and dying.
+
+    A child creates its file, then sizes it: read in between, the empty file made the whole
+    scrape fail (struct.error) whenever a worker was (re)started. An empty file holds no
+    sample, so it is skipped; a file removed by `mark_process_dead` while listing is a retry.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(None, path=path)
+        self.directory = path
+
+    def collect(self) -> Iterable[Metric]:
+        for _ in range(3):
+            try:
+                return self.merge(self._files(), accumulate=True)
+            except FileNotFoundError:
+                continue
+        return self.merge(self._files(), accumulate=True)
+
+    def _files(self) -> list[str]:
+        files = []
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            with contextlib.suppress(FileNotFoundError):
+                if name.endswith(".db") and os.path.getsize(path) > 0:
+                    files.append(path)
+        return files
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ written, and a hold for deletes, which are confirmed against the disk before the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -96,6 +97,8 @@ class Reader:
         self.vfp = fingerprint(registry, opts.limits)
         self.reads: AssetClient | None = None
         self._outbox: list[object] = []
+        self.control: Connection | None = None  # to tell the supervisor about alarms
+        self._told: dict[str, object] = {}
 
     # -- sequence and marking -------------------------------------------------------------
 
@@ -321,8 +324,26 @@ class Reader:
             if batch:
                 self.to_writer.send(batch)
             self._outbox = []
+        self._tell("problem", self.problem)
+        self._tell("workers", self.pool.pids())
         metrics.QUEUE_DEPTH.labels("validate").set(self.pool.pending)
         metrics.QUEUE_DEPTH.labels("settle").set(len(self.settling) + len(self.holding))
+
+    @property
+    def problem(self) -> str | None:
+        """Why this reader cannot vouch for the tree right now (readiness follows it)."""
+        if self.root_lost:
+            return f"asset root {self.root} is gone; keys are kept"
+        if self.watches is not None and self.watches.limit_hit:
+            return "inotify watch limit reached (fs.inotify.max_user_watches); rescanning"
+        return None
+
+    def _tell(self, kind: str, value: object) -> None:
+        if self.control is None or self._told.get(kind, ()) == value:
+            return
+        self._told[kind] = value
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.control.send((kind, value))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -389,10 +410,14 @@ def serve(opts: ReaderOptions, to_writer: Connection, control: Connection) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     registry = schemas.load(opts.schemas, opts.rules, opts.validators)
     reader = Reader(opts, registry, to_writer)
+    reader.control = control
     reader.start()
     while not stop["requested"]:
         if control.poll(0):
-            message = control.recv()
+            try:
+                message = control.recv()
+            except (EOFError, OSError):
+                break  # the supervisor is gone: drain and stop
             if message == "stop":
                 break
             if message == "rescan":

@@ -43,7 +43,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 class Pipeline:
     reader: BaseProcess
     writer: BaseProcess
-    control: Connection  # supervisor -> reader
+    control: Connection  # supervisor <-> reader: commands out, the reader's condition back
     events: Connection  # writer -> supervisor
     started: float
     stopping: bool = False
@@ -60,6 +60,8 @@ class State:
     unhealthy: str | None = None
     restarts: int = 0
     role: str = "standby"
+    degraded: str | None = None  # the reader's alarm: root gone, watch limit reached
+    workers: list[int] = field(default_factory=list)
 
 
 class Supervisor:
@@ -127,7 +129,7 @@ class Supervisor:
         cfg = self.cfg
         inbox, to_writer = self.ctx.Pipe(duplex=False)
         events, events_w = self.ctx.Pipe(duplex=False)
-        control_r, control = self.ctx.Pipe(duplex=False)
+        control_r, control = self.ctx.Pipe(duplex=True)
         writer = self.ctx.Process(
             target=writer_loop.serve,
             args=(inbox, events_w, self._writer_options()),
@@ -190,7 +192,7 @@ class Supervisor:
         p = self.pipeline
         waitables: list[Any] = [self._wake_r]
         if p is not None:
-            waitables += [p.reader.sentinel, p.writer.sentinel, p.events]
+            waitables += [p.reader.sentinel, p.writer.sentinel, p.events, p.control]
         wait(waitables, timeout=0.5)
         now = time.monotonic() if now is None else now
         self._drain_wakeup()
@@ -217,6 +219,12 @@ class Supervisor:
         try:
             while p.events.poll(0):
                 self._on_report(p.events.recv())
+            while p.control.poll(0):
+                kind, value = p.control.recv()
+                if kind == "problem":
+                    self.state.degraded = value
+                elif kind == "workers":
+                    self.state.workers = value
         except (EOFError, OSError):
             pass
 
@@ -352,6 +360,8 @@ class Supervisor:
     def ready(self) -> tuple[bool, str]:
         if not self.state.hydrated:
             return False, "first hydration not finished"
+        if self.state.degraded:
+            return False, self.state.degraded
         ok, reason = self.healthy()
         return ok, "ready" if ok else reason
 
@@ -365,6 +375,13 @@ class Supervisor:
             "counts": self.state.counts,
             "rejected": self.state.rejected,
             "restarts": self.state.restarts,
+            "degraded": self.state.degraded,
+            "processes": {
+                "supervisor": os.getpid(),
+                "reader": self.pipeline.reader.pid if self.pipeline else None,
+                "writer": self.pipeline.writer.pid if self.pipeline else None,
+                "workers": self.state.workers,
+            },
             "role": self.state.role,
         }
 
