@@ -37,6 +37,8 @@ class Schema:
     name: str  # file name, e.g. "weights.schema.json"
     id: str  # the schema's $id, or its file name
     check: Callable[[Any], Any]
+    digest: str = ""  # of the document as loaded, to tell which kinds a reload changed
+    refs: frozenset[str] = frozenset()  # file names of the documents its $refs point into
 
 
 @dataclass
@@ -74,21 +76,18 @@ class Registry:
     def kinds_differing(self, other: Registry) -> set[str]:
         """Kinds whose schema text changed between two registries (for revalidation)."""
         names = set(self.schemas) | set(other.schemas)
-        return {n for n in names if _fingerprint(self, n) != _fingerprint(other, n)}
+        changed = {n for n in names if _digest(self, n) != _digest(other, n)}
+        files = {n + SUFFIX for n in changed}
+        return changed | {n for n, s in other.schemas.items() if s.refs & files}
+
+
+def _digest(registry: Registry, name: str) -> str | None:
+    schema = registry.schemas.get(name)
+    return schema.digest if schema else None
 
 
 def _name(function: Callable[..., Any]) -> str:
     return f"{getattr(function, '__module__', '')}:{getattr(function, '__qualname__', function)}"
-
-
-def _fingerprint(registry: Registry, name: str) -> bytes | None:
-    schema = registry.schemas.get(name)
-    if schema is None:
-        return None
-    try:
-        return (registry.directory / schema.name).read_bytes()
-    except OSError:
-        return None
 
 
 def load(
@@ -107,14 +106,17 @@ def load(
     schemas: dict[str, Schema] = {}
     for name, doc in docs.items():
         base = (root / name).as_uri()
-        for ref in _refs(doc, base):
+        refs = list(_refs(doc, base))
+        for ref in refs:
             _confine(ref, root, name)
         try:
             check = fastjsonschema.compile(_with_base(doc, base), handlers=handlers)
         except (fastjsonschema.JsonSchemaDefinitionException, SchemaError, ValueError) as e:
             raise SchemaError(f"schema {name}: {_one_line(e)}") from None
         sid = doc["$id"] if isinstance(doc.get("$id"), str) else name
-        schemas[name.removesuffix(SUFFIX)] = Schema(name, sid, check)
+        digest = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        targets = frozenset(Path(unquote(urlsplit(r).path)).name for r in refs) - {name}
+        schemas[name.removesuffix(SUFFIX)] = Schema(name, sid, check, digest, targets)
     for _, target in rules:
         if target.removesuffix(SUFFIX) not in schemas:
             raise SchemaError(f"schema rule names {target!r}, which is not in {directory}")

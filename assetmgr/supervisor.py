@@ -199,6 +199,7 @@ class Supervisor:
         while self.signals:
             signum = self.signals.pop(0)
             getattr(self, f"handle_{signal.Signals(signum).name.lower()}")(now)
+        p = self.pipeline  # a handler may have replaced it
         if p is not None:
             self._read_events(p)
             self._check_children(p, now)
@@ -250,7 +251,8 @@ class Supervisor:
         if p.stopping:
             if not any(alive):
                 self._reap(p)
-                self.pipeline = None
+                if self.pipeline is p:
+                    self.pipeline = None
                 if self.exit_code is None and self.stop_deadline is not None:
                     self.exit_code = EXIT_OK
             return
