@@ -138,8 +138,10 @@ def _changes(root: str, path: str, name: str, mask: int) -> list[Change]:
     if name.startswith((".", "#")) or name.endswith("~"):
         # Hidden itself, but a swapped hidden directory or symlink (Kubernetes `..data`,
         # an atomic symlink flip) changes what the visible symlinks next to it resolve to.
+        # A dangling one (an emacs `.#name` lock) changes nothing: no rescan for it.
+        full = os.path.join(root, path)
         if mask & (F.MOVED_TO | F.CREATE) and (
-            mask & F.ISDIR or os.path.islink(os.path.join(root, path))
+            mask & F.ISDIR or (os.path.islink(full) and os.path.exists(full))
         ):
             return [Change(RESCAN_DIR, tree.parent(path))]
         return []

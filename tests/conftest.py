@@ -330,3 +330,31 @@ def start_daemon(tmp_path: Path, valkey: Valkey) -> Iterator[Callable[..., Daemo
     yield start
     for daemon in started:
         daemon.stop(9 if daemon.proc.poll() is None and False else 15)
+
+
+def drift(actual: dict[str, bytes], expected: dict[str, bytes]) -> dict[str, str]:
+    """How Valkey (`actual`) differs from `expected`, path by path; empty when they agree."""
+    out = {p: "missing" for p in expected.keys() - actual.keys()}
+    out.update({p: "extra" for p in actual.keys() - expected.keys()})
+    out.update({p: "stale" for p in expected.keys() & actual.keys() if actual[p] != expected[p]})
+    return out
+
+
+def converge(
+    client: redis.Redis,
+    expected: Callable[[], dict[str, bytes]],
+    timeout: float = 20.0,
+    what: str = "Valkey to match the tree",
+) -> None:
+    """Wait until Valkey holds exactly `expected()`; on timeout, fail naming the drifting paths."""
+    last: dict[str, str] = {}
+
+    def same() -> bool:
+        last.clear()
+        last.update(drift(stored(client), expected()))
+        return not last
+
+    try:
+        wait_for(same, timeout, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; drift: {dict(sorted(last.items())[:20])}") from None
