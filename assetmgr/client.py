@@ -120,6 +120,8 @@ class AssetClient:
     def expectations(self, paths: Sequence[str], vfp: str) -> dict[str, str]:
         """For a scan: the hash stored for each path whose blob exists and whose content was
         validated under fingerprint `vfp`. Empty when Valkey cannot be read: a hint only."""
+        # A file name that is not UTF-8 cannot be a key (the worker rejects it): never ask.
+        paths = [p for p in paths if p.isascii() or _encodable(p)]
         if not paths or not vfp or self._lookups_failed:
             return {}
         try:
@@ -169,3 +171,11 @@ class AssetClient:
             return self.get(path)
         except IntegrityError:
             return None
+
+
+def _encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

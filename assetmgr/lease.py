@@ -49,9 +49,15 @@ class Lease:
         return self.held
 
     def renew(self, now: float | None = None) -> bool:
-        """Extend the lease; False (and not held) when someone else has it or it expired."""
+        """Extend the lease; False (and not held) when someone else has it or it expired.
+
+        A lease lost because it expired, or because Valkey restarted empty, may be free: the
+        next try to take it is due at once, not a renewal period later, so a daemon that was
+        alone does not leave the keyspace without a writer for a third of the TTL.
+        """
+        now = time.monotonic() if now is None else now
         self.held = bool(self._renew(keys=[self.key], args=[self.token, self.ttl_ms]))
-        self.next_renew = (time.monotonic() if now is None else now) + self.renew_every
+        self.next_renew = now + self.renew_every if self.held else now
         return self.held
 
     def release(self) -> None:

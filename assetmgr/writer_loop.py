@@ -243,7 +243,7 @@ class WriterLoop:
             done = self.writer.apply(chunk)
             for item in chunk:
                 self.pending.pop(item.path, None)
-            self._record(done)
+            self._record(done, rejected_before)
         self.pending_bytes = 0
         while self.syncs:
             sync = self.syncs.pop(0)
@@ -280,9 +280,9 @@ class WriterLoop:
         metrics.ASSETS.labels("valid").set(len(self.live))
         metrics.ASSETS.labels("invalid").set(len(self.writer.rejected))
 
-    def _record(self, done: Plan) -> None:
+    def _record(self, done: Plan, was_rejected: dict[str, str] | None = None) -> None:
         """A one-shot run keeps the whole plan for its report; a daemon keeps counts only."""
-        _log_plan(done, self.opts.oneshot)
+        _log_plan(done, self.opts.oneshot, was_rejected or {})
         for key, value in done.counts().items():
             self.counts[key] = self.counts.get(key, 0) + value
         self.live.update(done.added + done.updated + done.unchanged)
@@ -295,7 +295,8 @@ class WriterLoop:
     def _report(self, kind: str) -> None:
         if self.opts.oneshot:
             return
-        counts = {"valid": len(self.live), "invalid": len(self.writer.rejected), **self.counts}
+        # The plan's counts are cumulative; "valid" and "invalid" are what holds now.
+        counts = {**self.counts, "valid": len(self.live), "invalid": len(self.writer.rejected)}
         role = "leader" if self.leader else "standby"
         report = Report(
             Plan(), kind=kind, rejected=dict(self.writer.rejected), counts=counts, role=role
@@ -346,6 +347,13 @@ class WriterLoop:
             if self.opts.oneshot:
                 raise
             self._step_down(f"commit fenced: {e}")
+        except redis.ResponseError as e:
+            # Valkey refused a command (an ACL without a needed command, OOM): the writes
+            # stay pending; a one-shot run reports it, a daemon retries after a pause.
+            if self.opts.oneshot:
+                raise ValkeyFailure(f"Valkey refused the write: {_clean(e)}") from None
+            log.error("Valkey refused the write, retrying: %s", _clean(e))
+            time.sleep(1.0)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             if self.opts.oneshot:
                 raise ValkeyFailure(f"write failed: {_clean(e)}") from None
@@ -368,8 +376,11 @@ def _clean(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def _log_plan(plan: Plan, oneshot: bool) -> None:
-    """One line per committed change; a one-shot run logs them at debug and sums up instead."""
+def _log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str]) -> None:
+    """One line per committed change; a one-shot run logs them at debug and sums up instead.
+
+    A daemon warns when a file turns invalid (or its reason changes), not at every rescan.
+    """
     level = logging.DEBUG if oneshot else logging.INFO
     for outcome, paths in (
         ("added", plan.added),
@@ -378,6 +389,13 @@ def _log_plan(plan: Plan, oneshot: bool) -> None:
     ):
         for path in paths:
             log.log(level, outcome, extra={"path": path, "outcome": outcome})
+    for path, reason in plan.invalid.items():
+        again = oneshot or was_rejected.get(path) == reason
+        log.log(
+            level if again else logging.WARNING,
+            "rejected",
+            extra={"path": path, "outcome": "rejected", "reason": reason},
+        )
 
 
 def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
