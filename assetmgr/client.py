@@ -118,8 +118,9 @@ class AssetClient:
         return Asset(path, data, manifest)
 
     def expectations(self, paths: Sequence[str], vfp: str) -> dict[str, str]:
-        """For a scan: the hash stored for each path whose blob exists and whose content was
-        validated under fingerprint `vfp`. Empty when Valkey cannot be read: a hint only."""
+        """For a scan: the hash stored for each path whose content was validated under
+        fingerprint `vfp` and whose blob has the manifest's size. Empty when Valkey cannot be
+        read: a hint only (the commit script checks again)."""
         # A file name that is not UTF-8 cannot be a key (the worker rejects it): never ask.
         paths = [p for p in paths if p.isascii() or _encodable(p)]
         if not paths or not vfp or self._lookups_failed:
@@ -127,16 +128,16 @@ class AssetClient:
         try:
             pipe = self.client.pipeline(transaction=False)
             for path in paths:
-                pipe.hmget(self.ks.manifest(path), "hash", "vfp")
-                pipe.exists(self.ks.blob(path))
+                pipe.hmget(self.ks.manifest(path), "hash", "vfp", "zsize")
+                pipe.strlen(self.ks.blob(path))
             replies = pipe.execute()
         except redis.RedisError:
             self._lookups_failed = True  # one failure is enough: don't wait on every chunk
             return {}
         known = {}
         for i, path in enumerate(paths):
-            (stored, stored_vfp), blob_exists = replies[2 * i], replies[2 * i + 1]
-            if stored and blob_exists and stored_vfp == vfp.encode():
+            (stored, stored_vfp, zsize), blob_size = replies[2 * i], replies[2 * i + 1]
+            if stored and stored_vfp == vfp.encode() and zsize and int(zsize) == blob_size:
                 known[path] = stored.decode()
         return known
 

@@ -122,6 +122,8 @@ def _glob_escape(text: str) -> str:
 # ARGV: token ('' = no lease), channel, n, n manifest field names (besides hash and gen),
 #       then for each asset: path, blob, hash, n field values.
 # Returns per asset: 0 unchanged, 1 updated, 2 added. `gen` counts an asset's versions.
+# "Unchanged" needs the stored blob to have the manifest's zsize too: a blob that was lost,
+# truncated or replaced by hand is rewritten.
 UPSERT_SCRIPT = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease not held')
@@ -132,8 +134,8 @@ local out = {}
 for a = 0, (#KEYS - 1) / 2 - 1 do
   local blob_key, manifest_key = KEYS[2 + 2 * a], KEYS[3 + 2 * a]
   local o = 4 + n + a * stride
-  local old = redis.call('HMGET', manifest_key, 'hash', 'gen')
-  if old[1] == ARGV[o + 2] and redis.call('EXISTS', blob_key) == 1 then
+  local old = redis.call('HMGET', manifest_key, 'hash', 'gen', 'zsize')
+  if old[1] == ARGV[o + 2] and redis.call('STRLEN', blob_key) == tonumber(old[3]) then
     out[a + 1] = 0
   else
     redis.call('SET', blob_key, ARGV[o + 1])

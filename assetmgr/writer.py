@@ -170,14 +170,14 @@ class Writer:
         """For a dry run: read the stored hashes to tell added, updated and unchanged apart."""
         pipe = self.client.pipeline(transaction=False)
         for a in upserts:
-            pipe.hget(self.ks.manifest(a.path), "hash")
-            pipe.exists(self.ks.blob(a.path))
+            pipe.hmget(self.ks.manifest(a.path), "hash", "zsize")
+            pipe.strlen(self.ks.blob(a.path))
         replies = pipe.execute()
         for i, a in enumerate(upserts):
-            stored, blob_exists = replies[2 * i], replies[2 * i + 1]
+            (stored, zsize), blob_size = replies[2 * i], replies[2 * i + 1]
             if stored is None:
                 plan.added.append(a.path)
-            elif stored.decode() == a.hash and blob_exists:
+            elif stored.decode() == a.hash and zsize and int(zsize) == blob_size:
                 plan.unchanged.append(a.path)
             else:
                 plan.updated.append(a.path)
