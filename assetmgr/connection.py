@@ -48,11 +48,16 @@ def connect(
     password: str | None = None,
     timeout: float = 5.0,
     client_name: str = "assetmgr",
+    reply_timeout: float | None = None,
 ) -> redis.Redis:
-    """A client for `url`; `password` (from a file) overrides one in the URL."""
+    """A client for `url`; `password` (from a file) overrides one in the URL.
+
+    `timeout` bounds connecting and, unless `reply_timeout` is given, every reply: a server
+    that accepts connections but never answers is as unreachable as one that refuses them.
+    """
     kwargs: dict[str, object] = {
         "socket_connect_timeout": timeout,
-        "socket_timeout": max(timeout, 30.0),
+        "socket_timeout": timeout if reply_timeout is None else reply_timeout,
         "client_name": client_name,
         "health_check_interval": 0,
     }

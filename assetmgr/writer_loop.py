@@ -103,8 +103,18 @@ class WriterLoop:
         delay = 0.1
         while True:
             try:
-                client = connect(
+                # A probe bounded by connect_timeout, then the writing connection, whose
+                # replies (a large batch) may take longer.
+                probe = connect(
                     self.opts.url, password=self.opts.password, timeout=self.opts.connect_timeout
+                )
+                probe.ping()
+                probe.close()
+                client = connect(
+                    self.opts.url,
+                    password=self.opts.password,
+                    timeout=self.opts.connect_timeout,
+                    reply_timeout=max(self.opts.connect_timeout, 30.0),
                 )
                 client.ping()
                 break

@@ -517,3 +517,17 @@ def test_client_watch_resyncs_then_follows_updates_and_reconnects(valkey, root):
     stop.set()
     latest = {u.path: u.asset.data for u in seen[mark:] if u.asset}
     assert latest == everything
+
+
+def test_a_server_that_never_answers_is_unreachable_exit_3(root):
+    """A listener that accepts but never replies (a hung server, a black-holing proxy)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        result = run_cli(
+            "hydrate", "--root", root, "--schemas", SCHEMAS, "--valkey-url", url,
+            "--connect-timeout", "1", timeout=30,
+        )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "cannot reach Valkey" in result.stderr
