@@ -42,6 +42,11 @@ log = logging.getLogger("assetmgr.reader")
 
 LIMITED_RESCAN = 30.0  # seconds between full rescans while the watch limit is hit
 ROOT_POLL = 1.0
+# A path rewritten while it was being read is in a burst (a shell loop, a log-style writer):
+# read it again once it has been quiet this long, or at the latest BURST_MAX after the burst
+# was noticed, so a burst makes a few writes instead of one per worker round trip.
+BURST_QUIET = 0.05
+BURST_MAX = 1.0
 LOOKUP_CHUNK = 1000
 
 
@@ -83,7 +88,8 @@ class Reader:
         self.watches: Watches | None = None
         self.seq: dict[str, int] = {}
         self.in_flight: set[str] = set()
-        self.dirty: dict[str, int] = {}  # marked again while in flight
+        self.dirty: dict[str, int] = {}  # marked again while in flight or cooling
+        self.cooling: dict[str, tuple[float, float]] = {}  # burst: (re-read at, at latest)
         self.settling: dict[str, float] = {}  # path -> when to read it anyway
         self.holding: dict[str, float] = {}  # path -> when to confirm its delete
         self.known: set[str] = set()
@@ -114,6 +120,10 @@ class Reader:
         seq = self._next_seq(path)
         if path in self.in_flight:
             self.dirty[path] = seq
+        elif path in self.cooling:
+            self.dirty[path] = seq
+            latest = self.cooling[path][1]
+            self.cooling[path] = (min(time.monotonic() + BURST_QUIET, latest), latest)
         else:
             self.in_flight.add(path)
             self._submit.append((path, seq, expect))
@@ -253,9 +263,7 @@ class Reader:
             else:
                 self._outbox.append(result)
             if path in self.dirty:
-                seq = self.dirty.pop(path)
-                self.in_flight.add(path)
-                self._submit.append((path, seq, None))
+                self.cooling[path] = (now + BURST_QUIET, now + BURST_MAX)
         if self.scan is not None and not self.scan.awaiting:
             self._outbox.append(SyncPoint(self.scan.started, frozenset(self.scan.found)))
             self.scan = None
@@ -264,6 +272,11 @@ class Reader:
         for path, due in list(self.settling.items()):
             if due <= now:
                 self.mark_dirty(path)
+        for path, (due, _) in list(self.cooling.items()):
+            if due <= now:
+                del self.cooling[path]
+                self.in_flight.add(path)
+                self._submit.append((path, self.dirty.pop(path, self.seq.get(path, 0)), None))
         due_deletes = [path for path, due in self.holding.items() if due <= now]
         if due_deletes and self._root_problem():
             self._lose_root(now)  # a vanished root is no reason to delete anything
@@ -272,7 +285,7 @@ class Reader:
             del self.holding[path]
             if os.path.lexists(os.path.join(self.root, path)):
                 self.mark_dirty(path)  # recreated (vim, rsync, git): not a delete
-            elif path in self.in_flight:
+            elif path in self.in_flight or path in self.cooling:
                 self.holding[path] = now + self.opts.delete_hold
             else:
                 self.known.discard(path)
@@ -373,7 +386,8 @@ class Reader:
     def _timeout(self, default: float) -> float:
         if self._submit or self._outbox:
             return 0.0
-        pending = list(self.settling.values()) + list(self.holding.values())
+        pending = [*self.settling.values(), *self.holding.values()]
+        pending += [due for due, _ in self.cooling.values()]
         if not pending:
             return 0.5 if not self.pool.pending else default
         return max(0.0, min(min(pending) - time.monotonic(), 0.5))
@@ -382,13 +396,17 @@ class Reader:
         """SIGTERM: what was seen is read now (settling and held paths too), then committed."""
         self.stopping = True
         now = time.monotonic()
+        if self.watches is not None:  # events the kernel queued before the signal count too
+            self.handle(self.watches.read(), now)
         for path in list(self.settling):
             self.mark_dirty(path)
         for path in self.holding:
             self.holding[path] = now
+        for path in self.cooling:
+            self.cooling[path] = (now, now)
         self.timers(now)
         self.flush()
-        while (self.pool.pending or self.holding) and time.monotonic() < deadline:
+        while (self.pool.pending or self.holding or self.cooling) and time.monotonic() < deadline:
             self.step()
         self.to_writer.send(Finish())
         self.pool.close()
