@@ -35,6 +35,7 @@ EXIT_OK, EXIT_VALKEY, EXIT_REFUSED = 0, 3, 4
 BACKOFF_MAX = 5.0
 MARKER_CHECK = 2.0  # seconds between checks that Valkey still holds our last sync
 PENDING_MAX_BYTES = 128 * 1024**2
+STANDBY_TOKEN = "!"  # never a lease value: a stray commit from a standby is fenced too
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class WriterLoop:
         self.pending_bytes = 0
         self.syncs: list[SyncPoint] = []
         self.writer = Writer(None, Keyspace(opts.prefix), opts.guard, dry_run=opts.dry_run)
+        if not opts.oneshot:
+            self.writer.token = STANDBY_TOKEN
         self.lease: Lease | None = None
         self.counts: dict[str, int] = {}
         self.live: set[str] = set()  # paths whose valid content Valkey holds
@@ -91,6 +94,9 @@ class WriterLoop:
         self.next_marker_check = 0.0
         self._down_logged = False
         self._old_token = ""
+        self.online = False
+        self.next_attempt = 0.0
+        self.delay = 0.1
 
     @property
     def leader(self) -> bool:
@@ -98,38 +104,63 @@ class WriterLoop:
 
     # -- connection and lease ---------------------------------------------------------------
 
-    def connect(self, deadline: float | None) -> None:
-        """Connect, retrying with backoff until `deadline` (None = forever)."""
+    def _attempt(self) -> redis.Redis | str:
+        """One try: a connected client, or why not. Bad credentials are final."""
+        try:
+            # A probe bounded by connect_timeout, then the writing connection, whose replies
+            # (a large batch) may take longer.
+            probe = connect(
+                self.opts.url, password=self.opts.password, timeout=self.opts.connect_timeout
+            )
+            probe.ping()
+            probe.close()
+            client = connect(
+                self.opts.url,
+                password=self.opts.password,
+                timeout=self.opts.connect_timeout,
+                reply_timeout=max(self.opts.connect_timeout, 30.0),
+            )
+            client.ping()
+            return client
+        except redis.AuthenticationError as e:
+            raise ValkeyFailure(f"Valkey refused the credentials: {_clean(e)}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            return f"cannot reach Valkey at {redact(self.opts.url)}: {_clean(e)}"
+
+    def connect(self, deadline: float) -> None:
+        """Connect, retrying with backoff until `deadline` (a one-shot run), else fail."""
         delay = 0.1
-        while True:
-            try:
-                # A probe bounded by connect_timeout, then the writing connection, whose
-                # replies (a large batch) may take longer.
-                probe = connect(
-                    self.opts.url, password=self.opts.password, timeout=self.opts.connect_timeout
-                )
-                probe.ping()
-                probe.close()
-                client = connect(
-                    self.opts.url,
-                    password=self.opts.password,
-                    timeout=self.opts.connect_timeout,
-                    reply_timeout=max(self.opts.connect_timeout, 30.0),
-                )
-                client.ping()
-                break
-            except redis.AuthenticationError as e:
-                raise ValkeyFailure(f"Valkey refused the credentials: {_clean(e)}") from None
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-                metrics.VALKEY_UP.set(0)
-                reason = f"cannot reach Valkey at {redact(self.opts.url)}: {_clean(e)}"
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise ValkeyFailure(reason) from None
-                if not self._down_logged:
-                    log.error(reason + "; retrying")
-                    self._down_logged = True
-                time.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, BACKOFF_MAX)
+        while isinstance(outcome := self._attempt(), str):
+            self._offline(outcome)
+            if time.monotonic() + delay > deadline:
+                raise ValkeyFailure(outcome)
+            time.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_MAX)
+        self._online(outcome)
+
+    def reconnect(self, now: float) -> bool:
+        """A daemon's non-blocking retry: input keeps being read while Valkey is away."""
+        if now < self.next_attempt:
+            return False
+        outcome = self._attempt()
+        if isinstance(outcome, str):
+            self._offline(outcome)
+            self.next_attempt = now + self.delay * random.uniform(0.5, 1.0)
+            self.delay = min(self.delay * 2, BACKOFF_MAX)
+            return False
+        self._online(outcome)
+        return True
+
+    def _offline(self, reason: str) -> None:
+        self.online = False
+        metrics.VALKEY_UP.set(0)
+        if not self._down_logged:
+            log.error(reason + "; retrying")
+            self._down_logged = True
+
+    def _online(self, client: redis.Redis) -> None:
+        self.online = True
+        self.delay = 0.1
         metrics.VALKEY_UP.set(1)
         if self._down_logged:
             log.warning("Valkey reachable again", extra={"url": redact(self.opts.url)})
@@ -168,7 +199,7 @@ class WriterLoop:
         holder = self.lease.holder()
         log.warning("standing by: %s", why, extra={"holder": str(holder) if holder else "-"})
         self.lease.held = False
-        self.writer.token = ""
+        self.writer.token = STANDBY_TOKEN
         metrics.LEADER.set(0)
         self._drop_pending()
         self._report("role")
@@ -256,7 +287,7 @@ class WriterLoop:
             self._record(done, rejected_before)
         self.pending_bytes = 0
         while self.syncs:
-            sync = self.syncs.pop(0)
+            sync = self.syncs[0]  # dropped once recorded: a cut connection retries it whole
             pruned = self.writer.prune(sync, self.opts.batch_size) if sync.prune else Plan()
             if pruned.refused:
                 log.error("prune refused: %s", pruned.refused)
@@ -264,6 +295,7 @@ class WriterLoop:
             self.live.intersection_update(sync.paths)
             self.writer.mark_synced()
             self.synced_run_id = self.writer.run_id()
+            self.syncs.pop(0)
             self._report("synced")
         self._after_flush(rejected_before)
 
@@ -317,11 +349,10 @@ class WriterLoop:
 
     def run(self) -> Report:
         try:
-            self.connect(
-                time.monotonic() + self.opts.connect_timeout if self.opts.oneshot else None
-            )
-            if self.opts.oneshot and not self.opts.dry_run:
-                self._oneshot_lease()
+            if self.opts.oneshot:
+                self.connect(time.monotonic() + self.opts.connect_timeout)
+                if not self.opts.dry_run:
+                    self._oneshot_lease()
             while not (self.finished and not self.pending and not self.syncs):
                 self.step()
         except ValkeyFailure as e:
@@ -344,6 +375,9 @@ class WriterLoop:
     def step(self) -> None:
         self.receive(0.05 if self.pending else 0.2)
         now = time.monotonic()
+        if not self.online and not self.reconnect(now):
+            metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
+            return
         try:
             if not self.opts.dry_run:
                 self.tick_lease(now)
@@ -365,12 +399,13 @@ class WriterLoop:
             log.error("Valkey refused the write, retrying: %s", _clean(e))
             time.sleep(1.0)
         except (redis.ConnectionError, redis.TimeoutError) as e:
+            # The cut batch stays pending and is sent again whole on a new connection (the
+            # commit scripts are idempotent); a one-shot run gives up after connect_timeout.
+            self._offline(f"lost the Valkey connection: {_clean(e)}")
             if self.opts.oneshot:
-                raise ValkeyFailure(f"write failed: {_clean(e)}") from None
-            log.error("lost Valkey connection: %s", _clean(e))
-            metrics.VALKEY_UP.set(0)
-            self._down_logged = True
-            self.connect(None)
+                self.connect(time.monotonic() + self.opts.connect_timeout)
+            else:
+                self.next_attempt = now
 
     def _release(self) -> None:
         if self.leader and self.lease is not None:

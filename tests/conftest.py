@@ -116,7 +116,9 @@ def stored(client: redis.Redis, prefix: str = "") -> dict[str, bytes]:
     out = {}
     for key in client.scan_iter(match=f"{prefix}{BLOB}*"):
         path = key.decode()[len(prefix) + len(BLOB) :]
-        out[path] = dctx.decompress(client.get(key))
+        blob = client.get(key)
+        if blob is not None:  # deleted between SCAN and GET
+            out[path] = dctx.decompress(blob)
     return out
 
 
