@@ -16,8 +16,7 @@ from .config import Config
 from .connection import redact
 from .schemas import Registry
 from .worker import Limits, Rejected, Result, fingerprint
-from .writer import Guard, Plan
-from .writer_loop import WriterOptions
+from .writer import Guard, Plan, WriterOptions
 
 log = logging.getLogger("assetmgr")
 

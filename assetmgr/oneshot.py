@@ -19,8 +19,8 @@ from . import tree
 from .pool import Pool
 from .schemas import Registry
 from .worker import Accepted, Limits, Missing, Rejected, Result
-from .writer import Finish, Plan, SyncPoint
-from .writer_loop import Report, WriterOptions, serve
+from .writer import Finish, Plan, Report, SyncPoint, WriterOptions
+from .writer_loop import serve
 
 log = logging.getLogger("assetmgr")
 

@@ -28,8 +28,7 @@ from .connection import redact
 from .httpd import StatusServer
 from .schemas import Registry, SchemaError
 from .worker import Limits
-from .writer import Guard
-from .writer_loop import Report, WriterOptions
+from .writer import Guard, Report, WriterOptions
 
 log = logging.getLogger("assetmgr.supervisor")
 

@@ -22,6 +22,8 @@ from .worker import Accepted, Rejected, Unchanged
 
 log = logging.getLogger("assetmgr.writer")
 
+EXIT_OK, EXIT_VALKEY, EXIT_REFUSED = 0, 3, 4
+
 
 @dataclass(frozen=True, slots=True)
 class Delete:
@@ -64,6 +66,27 @@ class Plan:
         self.invalid.update(other.invalid)
         self.refused = other.refused or self.refused
 
+    def log(self, oneshot: bool, was_rejected: dict[str, str]) -> None:
+        """One line per committed change; a one-shot run logs them at debug and sums up instead.
+
+        A daemon warns when a file turns invalid (or its reason changes), not at every rescan.
+        """
+        level = logging.DEBUG if oneshot else logging.INFO
+        for outcome, paths in (
+            ("added", self.added),
+            ("updated", self.updated),
+            ("deleted", self.deleted),
+        ):
+            for path in paths:
+                log.log(level, outcome, extra={"path": path, "outcome": outcome})
+        for path, reason in self.invalid.items():
+            again = oneshot or was_rejected.get(path) == reason
+            log.log(
+                level if again else logging.WARNING,
+                "rejected",
+                extra={"path": path, "outcome": "rejected", "reason": reason},
+            )
+
     def counts(self) -> dict[str, int]:
         return {
             "added": len(self.added),
@@ -103,6 +126,37 @@ class Fenced(Exception):
 class Guard:
     max_prune_ratio: float = 0.5
     allow_mass_delete: bool = False
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    url: str
+    password: str | None
+    prefix: str = ""
+    connect_timeout: float = 5.0
+    guard: Guard = field(default_factory=Guard)
+    dry_run: bool = False
+    batch_size: int = 256
+    oneshot: bool = True
+    lease_ttl: float = 10.0
+    wait_lease: float = 0.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+
+@dataclass
+class Report:
+    """Sent to the supervisor: the plan so far, and why the writer stopped, if it did."""
+
+    plan: Plan
+    exit_code: int = EXIT_OK
+    error: str | None = None
+    # "summary" at the end; in a daemon also "synced" (a full sync), "status" (rejections
+    # changed), "role" (leader/standby changed) and "rescan" (a full rescan is needed).
+    kind: str = "summary"
+    rejected: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    role: str = "standby"
 
 
 class Writer:

@@ -16,7 +16,6 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -27,46 +26,26 @@ from .connection import connect, redact
 from .keyspace import Keyspace
 from .lease import Lease
 from .worker import Accepted, Rejected
-from .writer import Fenced, Finish, Guard, Item, Plan, SyncPoint, Writer
+from .writer import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_VALKEY,
+    Fenced,
+    Finish,
+    Item,
+    Plan,
+    Report,
+    SyncPoint,
+    Writer,
+    WriterOptions,
+)
 
 log = logging.getLogger("assetmgr.writer")
 
-EXIT_OK, EXIT_VALKEY, EXIT_REFUSED = 0, 3, 4
 BACKOFF_MAX = 5.0
 MARKER_CHECK = 2.0  # seconds between checks that Valkey still holds our last sync
 PENDING_MAX_BYTES = 128 * 1024**2
 STANDBY_TOKEN = "!"  # never a lease value: a stray commit from a standby is fenced too
-
-
-@dataclass(frozen=True)
-class WriterOptions:
-    url: str
-    password: str | None
-    prefix: str = ""
-    connect_timeout: float = 5.0
-    guard: Guard = field(default_factory=Guard)
-    dry_run: bool = False
-    batch_size: int = 256
-    oneshot: bool = True
-    lease_ttl: float = 10.0
-    wait_lease: float = 0.0
-    log_format: str = "text"
-    log_level: str = "INFO"
-
-
-@dataclass
-class Report:
-    """Sent to the supervisor: the plan so far, and why the writer stopped, if it did."""
-
-    plan: Plan
-    exit_code: int = EXIT_OK
-    error: str | None = None
-    # "summary" at the end; in a daemon also "synced" (a full sync), "status" (rejections
-    # changed), "role" (leader/standby changed) and "rescan" (a full rescan is needed).
-    kind: str = "summary"
-    rejected: dict[str, str] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    role: str = "standby"
 
 
 class ValkeyFailure(Exception):
@@ -324,7 +303,7 @@ class WriterLoop:
 
     def _record(self, done: Plan, was_rejected: dict[str, str] | None = None) -> None:
         """A one-shot run keeps the whole plan for its report; a daemon keeps counts only."""
-        _log_plan(done, self.opts.oneshot, was_rejected or {})
+        done.log(self.opts.oneshot, was_rejected or {})
         for key, value in done.counts().items():
             self.counts[key] = self.counts.get(key, 0) + value
         self.live.update(done.added + done.updated + done.unchanged)
@@ -419,28 +398,6 @@ class LeaseBusy(Exception):
 
 def _clean(error: BaseException) -> str:
     return " ".join(str(error).split())
-
-
-def _log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str]) -> None:
-    """One line per committed change; a one-shot run logs them at debug and sums up instead.
-
-    A daemon warns when a file turns invalid (or its reason changes), not at every rescan.
-    """
-    level = logging.DEBUG if oneshot else logging.INFO
-    for outcome, paths in (
-        ("added", plan.added),
-        ("updated", plan.updated),
-        ("deleted", plan.deleted),
-    ):
-        for path in paths:
-            log.log(level, outcome, extra={"path": path, "outcome": outcome})
-    for path, reason in plan.invalid.items():
-        again = oneshot or was_rejected.get(path) == reason
-        log.log(
-            level if again else logging.WARNING,
-            "rejected",
-            extra={"path": path, "outcome": "rejected", "reason": reason},
-        )
 
 
 def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
