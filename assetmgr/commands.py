@@ -95,6 +95,7 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
         cfg.valkey_url, password=cfg.password, prefix=cfg.key_prefix, timeout=cfg.connect_timeout
     )
     vfp = fingerprint(registry, limits)
+    lookup = oneshot.ColdAware(lambda paths: reads.expectations(paths, vfp))
     result = oneshot.hydrate(
         cfg.root,
         registry,
@@ -103,7 +104,7 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
         writer_options(cfg),
         not cfg.no_prune,
         progress,
-        lambda paths: reads.expectations(paths, vfp),
+        lookup,
     )
     plan, report = result.report.plan, result.report
     for path, reason in sorted(plan.invalid.items()):

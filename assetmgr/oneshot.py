@@ -64,6 +64,24 @@ def _no_lookup(paths: Sequence[str]) -> dict[str, str]:
     return {}
 
 
+class ColdAware:
+    """A lookup that stops asking once a few thousand paths in a row had nothing stored: the
+    tree is being loaded cold, and the round trips would only cost. A hint either way."""
+
+    MISSES = 4
+
+    def __init__(self, lookup: Lookup) -> None:
+        self.lookup = lookup
+        self.empty_chunks = 0
+
+    def __call__(self, paths: Sequence[str]) -> dict[str, str]:
+        if self.empty_chunks >= self.MISSES:
+            return {}
+        known = self.lookup(paths)
+        self.empty_chunks = 0 if known else self.empty_chunks + 1
+        return known
+
+
 def scan(
     root: str,
     registry: Registry,

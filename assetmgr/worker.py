@@ -33,7 +33,7 @@ class Limits:
     max_depth: int = 64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: dict-based pickling is C-speed, slots' is Python
 class Accepted:
     """A valid asset, ready to write: `blob` is one zstd frame of the exact file bytes.
 
@@ -52,7 +52,7 @@ class Accepted:
     vfp: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Unchanged:
     """The bytes hash to what Valkey holds, validated under the same fingerprint: no work."""
 
@@ -61,7 +61,7 @@ class Unchanged:
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Rejected:
     path: str
     code: str  # one of REASONS: a metric label, never a path
@@ -69,7 +69,7 @@ class Rejected:
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Missing:
     """The file was gone when read: a hint for the reader, never a delete by itself."""
 

@@ -25,7 +25,7 @@ log = logging.getLogger("assetmgr.writer")
 EXIT_OK, EXIT_VALKEY, EXIT_REFUSED = 0, 3, 4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Delete:
     """The reader confirmed against the disk that `path` is gone."""
 
@@ -66,12 +66,13 @@ class Plan:
         self.invalid.update(other.invalid)
         self.refused = other.refused or self.refused
 
-    def log(self, oneshot: bool, was_rejected: dict[str, str]) -> None:
-        """One line per committed change; a one-shot run logs them at debug and sums up instead.
+    def log(self, oneshot: bool, was_rejected: dict[str, str], bulk: bool = False) -> None:
+        """One line per committed change; a one-shot run (or a daemon's first hydration,
+        `bulk`) logs them at debug and sums up instead.
 
         A daemon warns when a file turns invalid (or its reason changes), not at every rescan.
         """
-        level = logging.DEBUG if oneshot else logging.INFO
+        level = logging.DEBUG if oneshot or bulk else logging.INFO
         for outcome, paths in (
             ("added", self.added),
             ("updated", self.updated),
@@ -82,7 +83,7 @@ class Plan:
         for path, reason in self.invalid.items():
             again = oneshot or was_rejected.get(path) == reason
             log.log(
-                level if again else logging.WARNING,
+                logging.DEBUG if again else logging.WARNING,
                 "rejected",
                 extra={"path": path, "outcome": "rejected", "reason": reason},
             )
@@ -263,12 +264,14 @@ class Writer:
             if isinstance(reply, Exception):
                 raise reply
         outcomes = [o for reply in replies[: len(chunks)] for o in reply]
+        written = 0
         for a, outcome in zip(upserts, outcomes, strict=True):
             [plan.unchanged, plan.updated, plan.added][int(outcome)].append(a.path)
             if outcome:
-                metrics.WRITES.labels("upsert").inc()
-                metrics.BYTES.labels("blob").inc(len(a.blob))
+                written += len(a.blob)
                 metrics.observe_propagation(a.seq)
+        metrics.WRITES.labels("upsert").inc(len(plan.added) + len(plan.updated))
+        metrics.BYTES.labels("blob").inc(written)
         if deletes:
             gone = replies[len(chunks)]
             plan.deleted += [p for p, n in zip(deletes, gone, strict=True) if n]

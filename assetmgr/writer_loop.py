@@ -74,6 +74,7 @@ class WriterLoop:
         self._down_logged = False
         self._old_token = ""
         self.online = False
+        self.hydrated = False  # per-path lines are debug until the first full sync is done
         self.next_attempt = 0.0
         self.delay = 0.1
 
@@ -275,6 +276,7 @@ class WriterLoop:
             self.writer.mark_synced()
             self.synced_run_id = self.writer.run_id()
             self.syncs.pop(0)
+            self.hydrated = True
             self._report("synced")
         self._after_flush(rejected_before)
 
@@ -291,6 +293,7 @@ class WriterLoop:
         self.pending_bytes = 0
         while self.syncs:
             self.syncs.pop(0)
+            self.hydrated = True
             self._report("synced")
         self._after_flush(rejected_before)
 
@@ -303,7 +306,7 @@ class WriterLoop:
 
     def _record(self, done: Plan, was_rejected: dict[str, str] | None = None) -> None:
         """A one-shot run keeps the whole plan for its report; a daemon keeps counts only."""
-        done.log(self.opts.oneshot, was_rejected or {})
+        done.log(self.opts.oneshot, was_rejected or {}, bulk=not self.hydrated)
         for key, value in done.counts().items():
             self.counts[key] = self.counts.get(key, 0) + value
         self.live.update(done.added + done.updated + done.unchanged)
