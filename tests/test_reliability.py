@@ -526,7 +526,7 @@ class ConnectionCutter:
                 if c.get("name") == self.name:
                     self.kills += int(self.client.client_kill_filter(_id=c["id"]))
             # Long enough apart for the retried batch to get through now and then.
-            self._stop.wait(random.uniform(0.05, 0.25))
+            self._stop.wait(random.uniform(0.02, 0.12))
 
     def __enter__(self) -> ConnectionCutter:
         self._thread.start()
@@ -589,7 +589,7 @@ def bulk_tree(directory: Path, count: int = 3000) -> None:
 
 def test_connection_cuts_during_a_large_hydrate_are_retried(valkey, root):
     client = valkey.client()
-    bulk_tree(root / "bulk")
+    bulk_tree(root / "bulk", count=6000)
     expected = disk_assets(root)
     args = hydrate_args(valkey.url, root, "--batch-size", "1000")
     with IntegrityChecker(valkey.client(), expected) as checker, ConnectionCutter(client) as cut:
