@@ -156,7 +156,9 @@ class Reader:
         for path in self.known - scan.found:
             self.mark_gone(path, now)
         self.next_reconcile = now + (
-            LIMITED_RESCAN if self.watches.limit_hit else self.opts.reconcile_interval or 1e12
+            min(LIMITED_RESCAN, self.opts.reconcile_interval or LIMITED_RESCAN)
+            if self.watches.limit_hit
+            else self.opts.reconcile_interval or 1e12
         )
 
     def _expectations(self, paths: list[str]) -> dict[str, str]:

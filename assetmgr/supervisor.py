@@ -359,10 +359,10 @@ class Supervisor:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        if not self.state.hydrated:
-            return False, "first hydration not finished"
         if self.state.degraded:
             return False, self.state.degraded
+        if not self.state.hydrated:
+            return False, "first hydration not finished"
         ok, reason = self.healthy()
         return ok, "ready" if ok else reason
 
