@@ -339,6 +339,8 @@ class WriterLoop:
                 self.step()
         except ValkeyFailure as e:
             return Report(self.plan, EXIT_VALKEY, str(e))
+        except redis.RedisError as e:  # refused outside a batch (the lease under OOM, …)
+            return Report(self.plan, EXIT_VALKEY, f"Valkey refused a command: {_clean(e)}")
         except (Fenced, LeaseBusy) as e:
             return Report(self.plan, EXIT_REFUSED, str(e))
         finally:

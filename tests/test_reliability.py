@@ -645,3 +645,22 @@ def test_replaying_a_sync_of_an_unchanged_tree_writes_and_publishes_nothing(
     assert published.items == []
     assert manifests(client) == before  # not even gen, updated_ms or writer moved
     assert client.exists(LEASE) == 0
+
+
+def test_valkey_refusing_writes_is_exit_3_for_hydrate_and_a_retry_for_the_daemon(
+    valkey, root, start_daemon
+):
+    """A Valkey out of memory (or whose disk is full: MISCONF) refuses writes, not reads."""
+    client = valkey.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    result = run_cli(*hydrate_args(valkey.url, root))
+    assert result.returncode == 3, result.stderr
+    assert "refused" in result.stderr and "Traceback" not in result.stderr
+    assert stored_live(client) == {}
+
+    daemon = start_daemon(root, ready=False)
+    wait_for(lambda: "refused" in daemon.log(), what="the refusal logged")
+    client.config_set("maxmemory", "0")
+    converge_live(client, lambda: disk_assets(root))
+    assert daemon.proc.poll() is None
