@@ -26,7 +26,7 @@ import redis
 import zstandard
 
 from .connection import connect
-from .keyspace import CODEC, Keyspace, Manifest
+from .keyspace import CODEC, LOOKUP_SCRIPT, Keyspace, Manifest
 
 RETRIES = 5
 
@@ -60,6 +60,7 @@ class AssetClient:
         self.ks = Keyspace(prefix)
         self._dctx = zstandard.ZstdDecompressor()
         self._lookups_failed = False
+        self._shas: dict[str, str] = {}
 
     @classmethod
     def from_url(
@@ -125,21 +126,26 @@ class AssetClient:
         paths = [p for p in paths if p.isascii() or _encodable(p)]
         if not paths or not vfp or self._lookups_failed:
             return {}
+        keys = [key for path in paths for key in (self.ks.manifest(path), self.ks.blob(path))]
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for path in paths:
-                pipe.hmget(self.ks.manifest(path), "hash", "vfp", "zsize")
-                pipe.strlen(self.ks.blob(path))
-            replies = pipe.execute()
+            replies = self._read_only_script(LOOKUP_SCRIPT, keys, [vfp])
         except redis.RedisError:
             self._lookups_failed = True  # one failure is enough: don't wait on every chunk
             return {}
-        known = {}
-        for i, path in enumerate(paths):
-            (stored, stored_vfp, zsize), blob_size = replies[2 * i], replies[2 * i + 1]
-            if stored and stored_vfp == vfp.encode() and zsize and int(zsize) == blob_size:
-                known[path] = stored.decode()
+        known = {path: h.decode() for path, h in zip(paths, replies, strict=True) if h}
         return known
+
+    def _read_only_script(self, script: str, keys: list[str], args: list[str]) -> Any:
+        """EVALSHA_RO: allowed on replicas and to read-only users, and plainly a read in
+        MONITOR and the ACL log."""
+        sha = self._shas.get(script)
+        if sha is not None:
+            try:
+                return self.client.evalsha_ro(sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                pass
+        self._shas[script] = self.client.script_load(script)
+        return self.client.evalsha_ro(self._shas[script], len(keys), *keys, *args)
 
     def paths(self) -> list[str]:
         """Every asset path that has a manifest."""

@@ -169,6 +169,22 @@ end
 return out
 """
 
+# Read-only, for a scan: per asset, the stored hash when its manifest was validated under the
+# fingerprint ARGV[1] and its blob has the manifest's size, else ''. One command per chunk
+# instead of two per asset. KEYS: manifest_i, blob_i.
+LOOKUP_SCRIPT = """#!lua flags=no-writes
+local out = {}
+for i = 1, #KEYS, 2 do
+  local m = redis.call('HMGET', KEYS[i], 'hash', 'vfp', 'zsize')
+  if m[1] and m[2] == ARGV[1] and tonumber(m[3]) == redis.call('STRLEN', KEYS[i + 1]) then
+    out[#out + 1] = m[1]
+  else
+    out[#out + 1] = ''
+  end
+end
+return out
+"""
+
 MANIFEST_FIELDS = ("size", "zsize", "codec", "schema", "mtime_ns", "updated_ms", "writer", "vfp")
 
 

@@ -159,7 +159,9 @@ def hydrate(
     lookup: Lookup = _no_lookup,
 ) -> HydrateResult:
     """Scan, commit through a writer process, prune; the writer's report says how it went."""
-    ctx = mp.get_context("spawn")
+    # Forked: this process is single-threaded here, and a fork skips a fresh interpreter's
+    # imports (a quarter second of CPU, a third of an unchanged re-hydrate).
+    ctx = mp.get_context("fork")
     inbox, writer_in = ctx.Pipe(duplex=False)  # (receiving end, sending end)
     from_writer, outbox = ctx.Pipe(duplex=False)
     writer = ctx.Process(target=serve, args=(inbox, outbox, opts), name="assetmgr-writer")

@@ -48,29 +48,38 @@ def walk(
     inotify watch in place first and miss nothing created during the listing.
     """
     root_real = os.path.realpath(root)
-    # Only the chain of ancestors guards against symlink loops: two symlinks to one directory
-    # (a Capistrano `current -> releases/7`) are two sets of assets.
-    stack: list[tuple[str, frozenset[str]]] = [(start, frozenset())]
+    first = os.path.realpath(os.path.join(root, start))
+    if not inside(root_real, first):
+        return
+    # (relative path, real path, real paths of its ancestors). Only the ancestors guard
+    # against symlink loops: two symlinks to one directory (a Capistrano `current ->
+    # releases/7`) are two sets of assets. Only a symlink can leave the root or loop, so
+    # only symlinks are resolved.
+    stack: list[tuple[str, str, frozenset[str]]] = [(start, first, frozenset((first,)))]
     while stack:
-        rel, ancestors = stack.pop()
-        real = os.path.realpath(os.path.join(root, rel))
-        if real in ancestors or not inside(root_real, real):
-            continue
-        ancestors = ancestors | {real}
+        rel, real, ancestors = stack.pop()
         if on_dir is not None:
             on_dir(rel)
         try:
-            entries = list(os.scandir(os.path.join(root, rel)))
+            with os.scandir(os.path.join(root, rel)) as listing:
+                entries = list(listing)
         except OSError:
             continue  # vanished or unreadable directory: its watch/rescan will tell
+        prefix = rel + "/" if rel else ""
         for entry in entries:
-            if _hidden(entry.name):
+            name = entry.name
+            if _hidden(name):
                 continue
-            child = join(rel, entry.name)
             if _is_dir(entry):
-                stack.append((child, ancestors))
-            elif entry.name.endswith(SUFFIX):
-                yield child
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if target in ancestors or not inside(root_real, target):
+                        continue
+                else:
+                    target = f"{real}/{name}"
+                stack.append((prefix + name, target, ancestors | {target}))
+            elif name.endswith(SUFFIX):
+                yield prefix + name
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
