@@ -168,9 +168,12 @@ def observe_results(results: Iterable[Result]) -> None:
             BYTES.labels("read").inc(result.size)
 
 
-def observe_propagation(seq: int) -> None:
-    """`seq` is the CLOCK_MONOTONIC nanosecond at which the path was marked dirty."""
-    PROPAGATION.observe(max(0.0, (time.monotonic_ns() - seq) / 1e9))
+def observe_propagation(seq: int) -> float:
+    """`seq` is the CLOCK_MONOTONIC nanosecond at which the path was marked dirty; returns
+    the seconds observed."""
+    seconds = max(0.0, (time.monotonic_ns() - seq) / 1e9)
+    PROPAGATION.observe(seconds)
+    return seconds
 
 
 def render(multiprocess_dir: str | None, ready: bool | None = None) -> bytes:

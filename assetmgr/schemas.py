@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib
+import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,7 +88,15 @@ def _digest(registry: Registry, name: str) -> str | None:
 
 
 def _name(function: Callable[..., Any]) -> str:
-    return f"{getattr(function, '__module__', '')}:{getattr(function, '__qualname__', function)}"
+    """A validator's name and the digest of its module's source: editing its code changes the
+    fingerprint, so unchanged files are validated again by the new code."""
+    name = f"{getattr(function, '__module__', '')}:{getattr(function, '__qualname__', function)}"
+    try:
+        source = inspect.getsourcefile(function)
+        digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16] if source else ""
+    except (OSError, TypeError):
+        digest = ""
+    return f"{name}@{digest}"
 
 
 def load(

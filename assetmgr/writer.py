@@ -57,6 +57,7 @@ class Plan:
     deleted: list[str] = field(default_factory=list)
     invalid: dict[str, str] = field(default_factory=dict)
     refused: str | None = None
+    took_ms: dict[str, float] = field(default_factory=dict)  # file event -> commit, per write
 
     def merge(self, other: Plan) -> None:
         self.added += other.added
@@ -64,6 +65,7 @@ class Plan:
         self.unchanged += other.unchanged
         self.deleted += other.deleted
         self.invalid.update(other.invalid)
+        self.took_ms.update(other.took_ms)
         self.refused = other.refused or self.refused
 
     def log(self, oneshot: bool, was_rejected: dict[str, str], bulk: bool = False) -> None:
@@ -79,7 +81,10 @@ class Plan:
             ("deleted", self.deleted),
         ):
             for path in paths:
-                log.log(level, outcome, extra={"path": path, "outcome": outcome})
+                extra: dict[str, object] = {"path": path, "outcome": outcome}
+                if path in self.took_ms:
+                    extra["ms"] = round(self.took_ms[path], 1)
+                log.log(level, outcome, extra=extra)
         for path, reason in self.invalid.items():
             again = oneshot or was_rejected.get(path) == reason
             log.log(
@@ -269,7 +274,7 @@ class Writer:
             [plan.unchanged, plan.updated, plan.added][int(outcome)].append(a.path)
             if outcome:
                 written += len(a.blob)
-                metrics.observe_propagation(a.seq)
+                plan.took_ms[a.path] = metrics.observe_propagation(a.seq) * 1000
         metrics.WRITES.labels("upsert").inc(len(plan.added) + len(plan.updated))
         metrics.BYTES.labels("blob").inc(written)
         if deletes:
