@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import orjson
 import redis
 
-from . import oneshot
+from . import oneshot, tree
 from .client import AssetClient, IntegrityError
 from .config import Config
 from .connection import redact
@@ -28,7 +28,7 @@ def _discard(_: Sequence[Result]) -> None:
 
 
 def verify(cfg: Config, registry: Registry, limits: Limits) -> int:
-    problem = oneshot.root_problem(cfg.root)
+    problem = tree.root_problem(cfg.root)
     if problem and "empty" not in problem:
         sys.stderr.write(f"assetmgr: configuration error: {problem}\n")
         return EXIT_USAGE
@@ -86,7 +86,7 @@ def writer_options(cfg: Config, oneshot_run: bool = True) -> WriterOptions:
 
 
 def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
-    problem = oneshot.root_problem(cfg.root)
+    problem = tree.root_problem(cfg.root)
     if problem and not cfg.allow_mass_delete:
         sys.stderr.write(f"assetmgr: refused: {problem} (--allow-mass-delete overrides)\n")
         return EXIT_REFUSED

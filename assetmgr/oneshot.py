@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -191,18 +190,3 @@ def hydrate(
         report = Report(Plan(), 3, f"writer process exited with code {writer.exitcode}")
     writer.join(10)
     return HydrateResult(found, report)
-
-
-def root_problem(root: str) -> str | None:
-    """Why the root cannot be trusted as the truth (missing, not a directory, empty)."""
-    if not os.path.exists(root):
-        return f"root {root} does not exist"
-    if not os.path.isdir(root):
-        return f"root {root} is not a directory"
-    try:
-        with os.scandir(root) as entries:
-            if not any(True for _ in entries):
-                return f"root {root} is empty (unmounted?)"
-    except OSError as e:
-        return f"root {root} cannot be read: {e.strerror}"
-    return None

@@ -192,15 +192,7 @@ class Reader:
     # -- root -------------------------------------------------------------------------------
 
     def _root_problem(self) -> str | None:
-        try:
-            st = os.stat(self.root)
-        except OSError as e:
-            return f"root {self.root} unavailable: {e.strerror}"
-        if self.root_ino is not None and (st.st_dev, st.st_ino) != self.root_ino:
-            return f"root {self.root} was replaced"
-        if not self.opts.allow_empty_root and not any(True for _ in os.scandir(self.root)):
-            return f"root {self.root} is empty (unmounted?)"
-        return None
+        return tree.root_problem(self.root, self.root_ino, self.opts.allow_empty_root)
 
     def _lose_root(self, now: float) -> None:
         if not self.root_lost:

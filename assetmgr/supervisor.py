@@ -22,13 +22,13 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from . import __version__, config, logs, metrics, reader, schemas, sdnotify, writer_loop
+from . import __version__, commands, config, logs, metrics, reader, schemas, sdnotify, writer_loop
 from .config import Config, ConfigError
 from .connection import redact
 from .httpd import StatusServer
 from .schemas import Registry, SchemaError
 from .worker import Limits
-from .writer import Guard, Report, WriterOptions
+from .writer import Report, WriterOptions
 
 log = logging.getLogger("assetmgr.supervisor")
 
@@ -150,19 +150,7 @@ class Supervisor:
         return Pipeline(rdr, writer, control, events, time.monotonic())
 
     def _writer_options(self) -> WriterOptions:
-        cfg = self.cfg
-        return WriterOptions(
-            url=cfg.valkey_url,
-            password=cfg.password,
-            prefix=cfg.key_prefix,
-            connect_timeout=cfg.connect_timeout,
-            guard=Guard(cfg.max_prune_ratio, cfg.allow_mass_delete),
-            batch_size=cfg.batch_size,
-            oneshot=False,
-            lease_ttl=cfg.lease_ttl,
-            log_format=cfg.log_format,
-            log_level=cfg.log_level,
-        )
+        return commands.writer_options(self.cfg, oneshot_run=False)
 
     def _reader_options(self) -> reader.ReaderOptions:
         cfg = self.cfg

@@ -92,3 +92,28 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 def parent(path: str) -> str:
     parent_path = str(PurePosixPath(path).parent)
     return "" if parent_path == "." else parent_path
+
+
+def root_problem(
+    root: str, identity: tuple[int, int] | None = None, allow_empty: bool = False
+) -> str | None:
+    """Why the root cannot be trusted as the truth: missing, not a directory, unreadable,
+    empty (an unmounted mount point looks like that), or not the directory it was
+    (`identity` = (st_dev, st_ino) when it was first seen)."""
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return f"root {root} does not exist"
+    except OSError as e:
+        return f"root {root} is unavailable: {e.strerror}"
+    if not os.path.isdir(root):
+        return f"root {root} is not a directory"
+    if identity is not None and (st.st_dev, st.st_ino) != identity:
+        return f"root {root} was replaced"
+    try:
+        with os.scandir(root) as entries:
+            if not allow_empty and not any(True for _ in entries):
+                return f"root {root} is empty (unmounted?)"
+    except OSError as e:
+        return f"root {root} cannot be read: {e.strerror}"
+    return None
