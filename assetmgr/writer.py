@@ -349,8 +349,3 @@ class Writer:
         """The run_id recorded by the last full sync, or None when the marker is gone."""
         raw = self.client.hget(self.ks.sync_marker, "run_id")
         return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def count_states(plan_items: Iterable[tuple[str, int]]) -> None:
-    for state, value in plan_items:
-        metrics.ASSETS.labels(state).set(value)
