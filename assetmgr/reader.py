@@ -101,7 +101,6 @@ class Reader:
         self.stopping = False
         self._submit: list[tuple[str, int, str | None]] = []
         self.vfp = fingerprint(registry, opts.limits)
-        self.reads: AssetClient | None = None
         self._outbox: list[object] = []
         self.control: Connection | None = None  # to tell the supervisor about alarms
         self._told: dict[str, object] = {}
@@ -123,7 +122,7 @@ class Reader:
         elif path in self.cooling:
             self.dirty[path] = seq
             latest = self.cooling[path][1]
-            self.cooling[path] = (min(time.monotonic() + BURST_QUIET, latest), latest)
+            self.cooling[path] = (min(seq / 1e9 + BURST_QUIET, latest), latest)
         else:
             self.in_flight.add(path)
             self._submit.append((path, seq, expect))
@@ -148,11 +147,14 @@ class Reader:
         found = list(tree.walk(self.root, on_dir=self.watches.add))
         scan.found.update(found)
         scan.awaiting.update(found)
+        reads = self._reads()
         for i in range(0, len(found), LOOKUP_CHUNK):
             chunk = found[i : i + LOOKUP_CHUNK]
-            known = self._expectations(chunk)
+            known = reads.expectations(chunk, self.vfp) if reads else {}
             for path in chunk:
                 self.mark_dirty(path, known.get(path))
+        if reads is not None:
+            reads.client.close()
         for path in self.known - scan.found:
             self.mark_gone(path, now)
         self.next_reconcile = now + (
@@ -161,16 +163,14 @@ class Reader:
             else self.opts.reconcile_interval or 1e12
         )
 
-    def _expectations(self, paths: list[str]) -> dict[str, str]:
-        """Hashes Valkey holds for `paths`; a reconcile then only hashes unchanged files."""
+    def _reads(self) -> AssetClient | None:
+        """A read-only client for one scan's lookups of the stored hashes, so a reconcile only
+        hashes unchanged files. The reader never writes to Valkey."""
         if not self.opts.valkey_url:
-            return {}
-        if self.reads is None:
-            self.reads = AssetClient.from_url(
-                self.opts.valkey_url, password=self.opts.password, prefix=self.opts.prefix
-            )
-        self.reads._lookups_failed = False
-        return self.reads.expectations(paths, self.vfp)
+            return None
+        return AssetClient.from_url(
+            self.opts.valkey_url, password=self.opts.password, prefix=self.opts.prefix
+        )
 
     def scan_dir(self, rel: str, now: float) -> None:
         """A directory appeared (or was swapped): watch it, list it, forget what is not there."""
