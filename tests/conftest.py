@@ -164,6 +164,7 @@ class Recorder:
 
     def __init__(self, client: redis.Redis, mode: str, channel: str = CHANNEL) -> None:
         self.items: list[str] = []
+        self.ports: list[str] = []  # MONITOR: the client port of each item ("" inside scripts)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._client = client
@@ -188,7 +189,9 @@ class Recorder:
                 connection = monitor.connection
                 while not self._stop.is_set():
                     if connection.can_read(timeout=0.1):
-                        self.items.append(monitor.next_command()["command"])
+                        seen = monitor.next_command()
+                        self.items.append(seen["command"])
+                        self.ports.append(str(seen.get("client_port", "")))
         else:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(self._channel)

@@ -33,6 +33,7 @@ from conftest import (
     MANIFEST,
     SCHEMAS,
     Daemon,
+    Recorder,
     Valkey,
     asset_writes,
     converge_live,
@@ -341,44 +342,22 @@ def valkey_ports(pid: int, server_port: int) -> set[int]:
     return ports
 
 
-class PortMonitor:
-    """MONITOR in a thread, keeping (client port, command) of every command clients sent."""
+class PortMonitor(Recorder):
+    """MONITOR in a thread, keeping the client port of every command, to tell whose it was."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.items: list[tuple[int, str]] = []
-        self._client = client
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self._client.monitor() as mon:
-            self._ready.set()
-            while not self._stop.is_set():
-                if mon.connection.can_read(timeout=0.1):
-                    seen = mon.next_command()
-                    port = str(seen.get("client_port", ""))
-                    if port.isdigit():  # commands run by a script have no port
-                        self.items.append((int(port), seen["command"]))
+        super().__init__(client, "monitor")
 
     def commits(self) -> list[tuple[int, str]]:
-        """Script calls that named an asset key (each commits or is fenced as a whole)."""
+        """Script calls that named an asset key (each commits or is fenced as a whole); the
+        commands a script runs have no client port and are left out."""
         return [
-            (port, command)
-            for port, command in self.items
-            if command.upper().startswith(("EVALSHA", "EVAL", "FCALL"))
+            (int(port), command)
+            for port, command in zip(self.ports, self.items, strict=True)
+            if port.isdigit()
+            and command.upper().startswith(("EVALSHA", "EVAL", "FCALL"))
             and (BLOB in command or MANIFEST in command)
         ]
-
-    def __enter__(self) -> PortMonitor:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        time.sleep(0.2)  # let the last replies arrive
-        self._stop.set()
-        self._thread.join(5)
 
 
 def test_two_daemons_on_one_tree_exactly_one_writes(valkey, root, start_daemon):
