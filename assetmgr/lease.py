@@ -35,6 +35,11 @@ class Lease:
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
         self.held = False
         self.next_renew = 0.0
+        self.rebind(client)
+
+    def rebind(self, client: redis.Redis) -> None:
+        """Use a new connection (after a reconnect); the token and the role stay."""
+        self.client = client
         self._renew = client.register_script(keyspace.RENEW_SCRIPT)
         self._release = client.register_script(keyspace.RELEASE_SCRIPT)
 

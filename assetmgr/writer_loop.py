@@ -72,7 +72,6 @@ class WriterLoop:
         self.synced_run_id: str | None = None
         self.next_marker_check = 0.0
         self._down_logged = False
-        self._old_token = ""
         self.online = False
         self.hydrated = False  # per-path lines are debug until the first full sync is done
         self.next_attempt = 0.0
@@ -146,13 +145,13 @@ class WriterLoop:
             log.warning("Valkey reachable again", extra={"url": redact(self.opts.url)})
         self._down_logged = False
         self.writer.rebind(client)
-        was_leader = self.leader
-        self.lease = Lease(client, self.writer.ks.lease, self.opts.lease_ttl)
         self.next_marker_check = 0.0
-        if was_leader:
-            self.lease.token = self._old_token  # the same writer, reconnected
-            if not self.lease.renew():
-                self._step_down("the lease expired while Valkey was unreachable")
+        if self.lease is None:
+            self.lease = Lease(client, self.writer.ks.lease, self.opts.lease_ttl)
+            return
+        self.lease.rebind(client)  # the same writer and token, reconnected
+        if self.leader and not self.lease.renew():
+            self._step_down("the lease expired while Valkey was unreachable")
 
     def tick_lease(self, now: float) -> None:
         """Renew the lease when due, or try to take it; report a change of role."""
@@ -166,7 +165,6 @@ class WriterLoop:
         if not self.lease.acquire(now):
             self.lease.next_renew = now + min(self.lease.renew_every, 0.5)
             return
-        self._old_token = self.lease.token
         self.writer.token = self.lease.token
         metrics.LEADER.set(1)
         log.info("holding the writer lease", extra={"holder": self.lease.token.rsplit(":", 1)[0]})
@@ -354,7 +352,6 @@ class WriterLoop:
             holder = self.lease.holder()
             raise LeaseBusy(f"another writer holds the lease ({holder}); try --wait-lease SECONDS")
         self.writer.token = self.lease.token
-        self._old_token = self.lease.token
 
     def step(self) -> None:
         self.receive(0.05 if self.pending else 0.2)
