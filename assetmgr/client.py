@@ -149,10 +149,7 @@ class AssetClient:
 
     def paths(self) -> list[str]:
         """Every asset path that has a manifest."""
-        return sorted(
-            self.ks.path_of_manifest(k.decode())
-            for k in self.client.scan_iter(match=self.ks.manifest_pattern, count=1000)
-        )
+        return sorted(self.ks.manifest_paths(self.client))
 
     def watch(self, reconnect_delay: float = 0.5) -> Iterator[Update]:
         """Every asset once (resync), then every update; after a disconnect, resync again."""

@@ -70,13 +70,7 @@ def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
     progress = oneshot.Progress(False)
     oneshot.scan(cfg.root, registry, limits, cfg.workers, keep, progress)
     ks = Keyspace(cfg.key_prefix)
-    manifests = {
-        ks.path_of_manifest(k.decode())
-        for k in client.scan_iter(match=ks.manifest_pattern, count=1000)
-    }
-    blobs = {
-        ks.path_of_blob(k.decode()) for k in client.scan_iter(match=ks.blob_pattern, count=1000)
-    }
+    manifests, blobs = ks.manifest_paths(client), ks.blob_paths(client)
     drift = Drift()
     stored_hash = _stored_hashes(client, ks, sorted(manifests & blobs))
     for path in sorted(manifests | blobs):

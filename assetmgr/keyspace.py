@@ -44,6 +44,20 @@ class Keyspace:
         """SCAN pattern for reading the manifest keys; never used to delete."""
         return _glob_escape(f"{self.prefix}{MANIFEST}") + "*"
 
+    def manifest_paths(self, client: Any) -> set[str]:
+        """Paths that have a manifest in Valkey (SCAN: for reading, never to delete by)."""
+        return {
+            self.path_of_manifest(k.decode())
+            for k in client.scan_iter(match=self.manifest_pattern, count=1000)
+        }
+
+    def blob_paths(self, client: Any) -> set[str]:
+        """Paths that have a blob in Valkey (SCAN: for reading, never to delete by)."""
+        return {
+            self.path_of_blob(k.decode())
+            for k in client.scan_iter(match=self.blob_pattern, count=1000)
+        }
+
     def path_of_blob(self, key: str) -> str:
         return key[len(self.prefix) + len(BLOB) :]
 

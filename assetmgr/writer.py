@@ -284,15 +284,7 @@ class Writer:
 
     def stored_paths(self) -> set[str]:
         """Paths that have a manifest or a blob in Valkey (read with SCAN, never deleted so)."""
-        paths = {
-            self.ks.path_of_manifest(k.decode())
-            for k in self.client.scan_iter(match=self.ks.manifest_pattern, count=1000)
-        }
-        paths.update(
-            self.ks.path_of_blob(k.decode())
-            for k in self.client.scan_iter(match=self.ks.blob_pattern, count=1000)
-        )
-        return paths
+        return self.ks.manifest_paths(self.client) | self.ks.blob_paths(self.client)
 
     def prune(self, sync: SyncPoint, batch: int = 256) -> Plan:
         """Delete, key by key, the assets whose files are gone — unless that is a mass loss."""
