@@ -7,20 +7,30 @@ Exit codes (DESIGN §5): 0 success; 1 some assets invalid; 2 usage or configurat
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import __version__, commands, config, logs
+from . import __version__, config, logs
 from .config import Config, ConfigError
 from .schemas import Registry, SchemaError
 from .worker import Limits
 
 log = logging.getLogger("assetmgr")
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_VALKEY, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+class ExitCode(enum.IntEnum):
+    """What every command returns (DESIGN §5)."""
+
+    OK = 0
+    INVALID = 1  # some assets invalid (hydrate still wrote the valid ones)
+    USAGE = 2  # usage or configuration error; a daemon that cannot start
+    VALKEY = 3  # Valkey unreachable, or a write failed
+    REFUSED = 4  # refused by a safety guard (mass delete, the writer lease)
+
 
 COMMANDS = {
     "daemon": "hydrate, then watch the tree and propagate every change (default)",
@@ -34,7 +44,7 @@ COMMANDS = {
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"assetmgr: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(ExitCode.USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(command, cfg, namespace, cli_values)
     except ConfigError as e:
         sys.stderr.write(f"assetmgr: configuration error: {e}\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except SchemaError as e:
         sys.stderr.write(f"assetmgr: configuration error: {e}\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -73,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(
     command: str, cfg: Config, namespace: argparse.Namespace, cli_values: dict[str, Any]
 ) -> int:
+    from . import commands  # imports the command line's ExitCode: not at the top
+
     if command == "verify":
         return commands.verify(cfg, load_registry(cfg), limits(cfg))
     with valkey_endpoint(cfg) as cfg:

@@ -11,16 +11,22 @@ import orjson
 import redis
 
 from . import oneshot, tree
+from .cli import ExitCode
 from .client import AssetClient, IntegrityError
 from .config import Config
-from .connection import redact
+from .connection import one_line, redact
+from .messages import Outcome, Plan, Rejected, Result
 from .schemas import Registry
-from .worker import Limits, Rejected, Result, fingerprint
-from .writer import Guard, Plan, WriterOptions
+from .worker import Limits, fingerprint
+from .writer import Guard, WriterOptions
 
 log = logging.getLogger("assetmgr")
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_VALKEY, EXIT_REFUSED = 0, 1, 2, 3, 4
+EXIT_FOR = {
+    Outcome.DONE: ExitCode.OK,
+    Outcome.VALKEY_FAILED: ExitCode.VALKEY,
+    Outcome.REFUSED: ExitCode.REFUSED,
+}
 
 
 def _discard(_: Sequence[Result]) -> None:
@@ -31,12 +37,12 @@ def verify(cfg: Config, registry: Registry, limits: Limits) -> int:
     problem = tree.root_problem(cfg.root)
     if problem and "empty" not in problem:
         sys.stderr.write(f"assetmgr: configuration error: {problem}\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     progress = oneshot.Progress(sys.stderr.isatty() and cfg.format == "text")
     found = oneshot.scan(cfg.root, registry, limits, cfg.workers, _discard, progress)
     rejected = sorted(found.rejected.values(), key=lambda r: r.path)
     sys.stdout.write(_verify_text(cfg, found, rejected))
-    return EXIT_INVALID if rejected else EXIT_OK
+    return ExitCode.INVALID if rejected else ExitCode.OK
 
 
 def _verify_text(cfg: Config, found: oneshot.Scan, rejected: list[Rejected]) -> str:
@@ -89,7 +95,7 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
     problem = tree.root_problem(cfg.root)
     if problem and not cfg.allow_mass_delete:
         sys.stderr.write(f"assetmgr: refused: {problem} (--allow-mass-delete overrides)\n")
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
     progress = oneshot.Progress(sys.stderr.isatty())
     reads = AssetClient.from_url(
         cfg.valkey_url, password=cfg.password, prefix=cfg.key_prefix, timeout=cfg.connect_timeout
@@ -118,11 +124,11 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
         f"{'dry run' if cfg.dry_run else 'hydrate'}: {len(result.scan.paths)} files in "
         f"{seconds:.2f}s ({rate:,.0f}/s): {counts}"
     )
-    if report.exit_code:
-        prefix = "refused" if report.exit_code == EXIT_REFUSED else "error"
+    if report.outcome is not Outcome.DONE:
+        prefix = "refused" if report.outcome is Outcome.REFUSED else "error"
         sys.stderr.write(f"assetmgr: {prefix}: {report.error}\n")
-        return report.exit_code
-    return EXIT_INVALID if plan.invalid else EXIT_OK
+        return EXIT_FOR[report.outcome]
+    return ExitCode.INVALID if plan.invalid else ExitCode.OK
 
 
 def _plan_text(plan: Plan) -> str:
@@ -149,17 +155,16 @@ def get(cfg: Config, path: str) -> int:
     try:
         asset = client.get(path)
     except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as e:
-        sys.stderr.write(f"assetmgr: cannot reach Valkey at {redact(cfg.valkey_url)}: {_line(e)}\n")
-        return EXIT_VALKEY
+        return _unreachable(cfg, e)
     except IntegrityError as e:
         sys.stderr.write(f"assetmgr: {e}\n")
-        return EXIT_VALKEY
+        return ExitCode.VALKEY
     if asset is None:
         sys.stderr.write(f"assetmgr: {path}: no such asset in Valkey\n")
-        return EXIT_INVALID
+        return ExitCode.INVALID
     sys.stdout.buffer.write(asset.data)
     sys.stdout.flush()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def status(cfg: Config, registry: Registry, limits: Limits) -> int:
@@ -168,14 +173,15 @@ def status(cfg: Config, registry: Registry, limits: Limits) -> int:
     try:
         drift = compare(cfg, registry, limits)
     except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as e:
-        sys.stderr.write(f"assetmgr: cannot reach Valkey at {redact(cfg.valkey_url)}: {_line(e)}\n")
-        return EXIT_VALKEY
+        return _unreachable(cfg, e)
     if cfg.values.get("format") == "json":
         sys.stdout.write(orjson.dumps(drift.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(drift.text())
-    return EXIT_OK if drift.synced else EXIT_INVALID
+    return ExitCode.OK if drift.synced else ExitCode.INVALID
 
 
-def _line(error: BaseException) -> str:
-    return " ".join(str(error).split())
+def _unreachable(cfg: Config, error: BaseException) -> int:
+    reason = one_line(error)
+    sys.stderr.write(f"assetmgr: cannot reach Valkey at {redact(cfg.valkey_url)}: {reason}\n")
+    return ExitCode.VALKEY

@@ -1,13 +1,18 @@
-"""Opening Valkey connections from a URL, and printing a URL without its secrets.
+"""Valkey connections: opened from a URL, kept up with backoff, printed without secrets.
 
 Children receive URLs, never clients, and open their connection after fork (STYLE §6).
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+
+from . import metrics
 
 # valkey:// and valkeys:// are aliases that redis-py does not know by name.
 _SCHEME_ALIASES = {"valkey": "redis", "valkeys": "rediss", "valkey+unix": "unix"}
@@ -66,3 +71,96 @@ def connect(
         # from_url lets the URL's options win over keyword arguments; the file must win.
         client.connection_pool.connection_kwargs["password"] = password
     return client
+
+
+class ValkeyUnavailable(Exception):
+    """Valkey cannot be used: it refused the credentials, or stayed unreachable past a deadline."""
+
+
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+
+
+class Link:
+    """A writing connection to Valkey that may come and go.
+
+    Retries with capped, jittered exponential backoff, logs an outage once and its end once,
+    and keeps `assetmgr_valkey_up` current. Bad credentials are final (ValkeyUnavailable).
+    """
+
+    def __init__(self, url: str, password: str | None, timeout: float, log: logging.Logger):
+        self.url = url
+        self.password = password
+        self.timeout = timeout
+        self.log = log
+        self.online = False
+        self.delay = BACKOFF_MIN
+        self.next_attempt = 0.0
+        self._down_logged = False
+
+    def open(self) -> redis.Redis | str:
+        """One try: a connected client, or why not."""
+        try:
+            # A probe bounded by the timeout, then the writing connection, whose replies
+            # (a large batch) may take longer.
+            probe = connect(self.url, password=self.password, timeout=self.timeout)
+            probe.ping()
+            probe.close()
+            client = connect(
+                self.url,
+                password=self.password,
+                timeout=self.timeout,
+                reply_timeout=max(self.timeout, 30.0),
+            )
+            client.ping()
+            return client
+        except redis.AuthenticationError as e:
+            raise ValkeyUnavailable(f"Valkey refused the credentials: {one_line(e)}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            return f"cannot reach Valkey at {redact(self.url)}: {one_line(e)}"
+
+    def wait_online(self, deadline: float) -> redis.Redis:
+        """Connect, retrying with backoff until `deadline` (a one-shot run), else fail."""
+        delay = BACKOFF_MIN
+        while isinstance(outcome := self.open(), str):
+            self.lost(outcome)
+            if time.monotonic() + delay > deadline:
+                raise ValkeyUnavailable(outcome)
+            time.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_MAX)
+        return self._up(outcome)
+
+    def retry(self, now: float) -> redis.Redis | None:
+        """A daemon's non-blocking retry, when due: input keeps being read while Valkey is away."""
+        if now < self.next_attempt:
+            return None
+        outcome = self.open()
+        if isinstance(outcome, str):
+            self.lost(outcome)
+            self.next_attempt = now + self.delay * random.uniform(0.5, 1.0)
+            self.delay = min(self.delay * 2, BACKOFF_MAX)
+            return None
+        return self._up(outcome)
+
+    def lost(self, reason: str, now: float | None = None) -> None:
+        """The connection is down; with `now`, the next retry is due at once."""
+        self.online = False
+        metrics.VALKEY_UP.set(0)
+        if now is not None:
+            self.next_attempt = now
+        if not self._down_logged:
+            self.log.error(reason + "; retrying")
+            self._down_logged = True
+
+    def _up(self, client: redis.Redis) -> redis.Redis:
+        self.online = True
+        self.delay = BACKOFF_MIN
+        metrics.VALKEY_UP.set(1)
+        if self._down_logged:
+            self.log.warning("Valkey reachable again", extra={"url": redact(self.url)})
+        self._down_logged = False
+        return client
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's text folded onto one line, for a log line or a stderr message."""
+    return " ".join(str(error).split())

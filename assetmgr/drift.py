@@ -12,8 +12,9 @@ from . import oneshot, tree
 from .config import Config
 from .connection import connect
 from .keyspace import Keyspace
+from .messages import Accepted, Rejected, Result
 from .schemas import Registry
-from .worker import Accepted, Limits, Rejected, Result
+from .worker import Limits
 
 CHUNK = 500
 

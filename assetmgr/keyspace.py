@@ -6,7 +6,7 @@ prefix, prepended to every key and channel, so several trees can share one Valke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,7 +216,7 @@ def upsert_call(
 
 
 def delete_call(
-    token: str, channel: str, ks: Keyspace, paths: list[str]
+    token: str, channel: str, ks: Keyspace, paths: Sequence[str]
 ) -> tuple[list[str], list[Any]]:
     keys: list[str] = [ks.lease]
     for path in paths:

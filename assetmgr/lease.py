@@ -27,21 +27,31 @@ class Holder:
         return f"{self.host} pid {self.pid}"
 
 
+# Never a lease value: what a writer that does not hold the lease sends as its fencing token,
+# so a stray commit from a standby is refused by the commit script too.
+STANDBY_TOKEN = "!"
+
+
 class Lease:
-    def __init__(self, client: redis.Redis, key: str, ttl: float) -> None:
-        self.client = client
+    """The lease of one writer: its token, whether it holds it, when to renew it."""
+
+    def __init__(self, key: str, ttl: float) -> None:
         self.key = key
         self.ttl_ms = max(int(ttl * 1000), 100)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
         self.held = False
         self.next_renew = 0.0
-        self.rebind(client)
 
-    def rebind(self, client: redis.Redis) -> None:
-        """Use a new connection (after a reconnect); the token and the role stay."""
+    def bind(self, client: redis.Redis) -> None:
+        """Use this connection (again after a reconnect); the token and the role stay."""
         self.client = client
         self._renew = client.register_script(keyspace.RENEW_SCRIPT)
         self._release = client.register_script(keyspace.RELEASE_SCRIPT)
+
+    @property
+    def fence(self) -> str:
+        """The token the commit scripts check: ours while held, else one that never matches."""
+        return self.token if self.held else STANDBY_TOKEN
 
     @property
     def renew_every(self) -> float:

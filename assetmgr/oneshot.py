@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 from . import tree
+from .messages import Accepted, Finish, Missing, Outcome, Plan, Rejected, Report, Result, SyncPoint
 from .pool import Pool
 from .schemas import Registry
-from .worker import Accepted, Limits, Missing, Rejected, Result
-from .writer import Finish, Plan, Report, SyncPoint, WriterOptions
+from .worker import Limits
+from .writer import WriterOptions
 from .writer_loop import serve
 
 log = logging.getLogger("assetmgr")
@@ -187,6 +188,7 @@ def hydrate(
         report = from_writer.recv()
     except EOFError:
         writer.join(10)  # the exit code is known only once the process is reaped
-        report = Report(Plan(), 3, f"writer process exited with code {writer.exitcode}")
+        error = f"writer process exited with code {writer.exitcode}"
+        report = Report(Plan(), Outcome.VALKEY_FAILED, error)
     writer.join(10)
     return HydrateResult(found, report)

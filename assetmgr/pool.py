@@ -21,12 +21,12 @@ from multiprocessing.process import BaseProcess
 import zstandard
 
 from . import logs, metrics
+from .messages import Result, Task
 from .schemas import Registry
-from .worker import ZSTD_LEVEL, Limits, Result, fingerprint, inspect
+from .worker import ZSTD_LEVEL, Limits, fingerprint, inspect
 
 log = logging.getLogger("assetmgr.pool")
 
-Task = tuple[str, int, str | None]  # (path, seq, hash Valkey holds under this fingerprint)
 IN_FLIGHT_PER_WORKER = 2
 # A worker that dies this soon after start, this many times in a row, cannot start at all.
 BOOT_WINDOW = 2.0

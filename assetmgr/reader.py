@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection, wait
 
 from . import metrics, schemas, tree
 from .client import AssetClient
+from .messages import Delete, Finish, Missing, Result, SyncPoint
 from .pool import Pool
 from .schemas import Registry, SchemaError
 from .watcher import (
@@ -35,8 +36,7 @@ from .watcher import (
     Change,
     Watches,
 )
-from .worker import Limits, Missing, Result, fingerprint
-from .writer import Delete, Finish, SyncPoint
+from .worker import Limits, fingerprint
 
 log = logging.getLogger("assetmgr.reader")
 

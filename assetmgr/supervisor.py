@@ -23,16 +23,17 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from . import __version__, commands, config, logs, metrics, reader, schemas, sdnotify, writer_loop
+from .cli import ExitCode
 from .config import Config, ConfigError
 from .connection import redact
 from .httpd import StatusServer
+from .messages import Report, ReportKind
 from .schemas import Registry, SchemaError
 from .worker import Limits
-from .writer import Report, WriterOptions
+from .writer import WriterOptions
 
 log = logging.getLogger("assetmgr.supervisor")
 
-EXIT_OK, EXIT_BOOT = 0, 2
 BOOT_WINDOW = 5.0
 BOOT_FAILURES = 5
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -94,7 +95,7 @@ class Supervisor:
             )
         except OSError as e:
             log.error("cannot listen on %s: %s", self.cfg.metrics_addr, e.strerror)
-            return EXIT_BOOT
+            return ExitCode.USAGE
         self.http.start()
         log.info(
             "assetmgr %s starting",
@@ -193,7 +194,7 @@ class Supervisor:
         if self.stop_deadline is not None and now > self.stop_deadline:
             log.error("children did not stop in time; killing them")
             self._kill_pipeline()
-            self.exit_code = EXIT_OK
+            self.exit_code = ExitCode.OK
         self._watchdog(now)
 
     def _drain_wakeup(self) -> None:
@@ -220,10 +221,10 @@ class Supervisor:
         self.state.rejected = report.rejected
         self.state.counts = report.counts
         self.state.role = report.role
-        if report.kind == "rescan" and self.pipeline is not None:
+        if report.kind is ReportKind.RESCAN and self.pipeline is not None:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self.pipeline.control.send("rescan")
-        if report.kind == "synced":
+        if report.kind is ReportKind.SYNCED:
             self.state.last_sync = time.time()
             if not self.state.hydrated:
                 self.state.hydrated = True
@@ -241,7 +242,7 @@ class Supervisor:
                 if self.pipeline is p:
                     self.pipeline = None
                 if self.exit_code is None and self.stop_deadline is not None:
-                    self.exit_code = EXIT_OK
+                    self.exit_code = ExitCode.OK
             return
         dead = "reader" if not alive[0] else "writer"
         code = (p.reader if dead == "reader" else p.writer).exitcode
@@ -251,10 +252,10 @@ class Supervisor:
         self.boot_failures = self.boot_failures + 1 if now - p.started < BOOT_WINDOW else 0
         self._stop_pipeline(p, graceful=True)
         self._kill_pipeline()
-        if self.boot_failures >= BOOT_FAILURES or code == EXIT_BOOT:
+        if self.boot_failures >= BOOT_FAILURES or code == ExitCode.USAGE:
             self.state.unhealthy = f"{dead} cannot start (exit code {code})"
             log.error("%s; giving up", self.state.unhealthy)
-            self.exit_code = EXIT_BOOT
+            self.exit_code = ExitCode.USAGE
             return
         self.pipeline = self._start_pipeline()
 
@@ -298,13 +299,13 @@ class Supervisor:
         if self.stop_deadline is not None:
             log.warning("second stop signal: forcing exit")
             self._kill_pipeline()
-            self.exit_code = EXIT_OK
+            self.exit_code = ExitCode.OK
             return
         log.info("stopping: draining queues", extra={"deadline_s": self.cfg.shutdown_timeout})
         sdnotify.notify("STOPPING=1")
         self.stop_deadline = now + self.cfg.shutdown_timeout
         if self.pipeline is None:
-            self.exit_code = EXIT_OK
+            self.exit_code = ExitCode.OK
         else:
             self._stop_pipeline(self.pipeline, graceful=True)
 

@@ -21,6 +21,7 @@ import fastjsonschema
 import orjson
 import zstandard
 
+from .messages import Accepted, Missing, Rejected, Result, Unchanged, Verdict
 from .schemas import Registry
 from .tree import inside
 
@@ -31,70 +32,6 @@ ZSTD_LEVEL = 3
 class Limits:
     max_size: int = 16 * 1024**2
     max_depth: int = 64
-
-
-@dataclass(frozen=True)  # no slots: dict-based pickling is C-speed, slots' is Python
-class Accepted:
-    """A valid asset, ready to write: `blob` is one zstd frame of the exact file bytes.
-
-    `vfp` fingerprints what validated it (schemas, validators, limits): stored in the manifest,
-    it lets a later scan skip re-validating bytes that are byte-identical and were validated
-    by the same rules.
-    """
-
-    path: str
-    blob: bytes
-    hash: str
-    size: int
-    schema: str
-    mtime_ns: int = 0
-    seq: int = 0
-    vfp: str = ""
-
-
-@dataclass(frozen=True)
-class Unchanged:
-    """The bytes hash to what Valkey holds, validated under the same fingerprint: no work."""
-
-    path: str
-    hash: str
-    seq: int = 0
-
-
-@dataclass(frozen=True)
-class Rejected:
-    path: str
-    code: str  # one of REASONS: a metric label, never a path
-    reason: str  # one line, for people
-    seq: int = 0
-
-
-@dataclass(frozen=True)
-class Missing:
-    """The file was gone when read: a hint for the reader, never a delete by itself."""
-
-    path: str
-    seq: int = 0
-
-
-Verdict = Accepted | Rejected
-Result = Accepted | Rejected | Missing | Unchanged
-
-REASONS = (
-    "empty",
-    "encoding",
-    "syntax",
-    "duplicate_key",
-    "non_finite",
-    "depth",
-    "too_large",
-    "no_schema",
-    "schema",
-    "logic",
-    "not_regular",
-    "symlink_outside",
-    "unreadable",
-)
 
 
 class _Invalid(Exception):

@@ -18,92 +18,38 @@ import redis
 
 from . import keyspace, metrics
 from .keyspace import Keyspace, Manifest
-from .worker import Accepted, Rejected, Unchanged
+from .lease import Lease
+from .messages import Accepted, Item, Plan, Rejected, SyncPoint, Unchanged
 
 log = logging.getLogger("assetmgr.writer")
 
-EXIT_OK, EXIT_VALKEY, EXIT_REFUSED = 0, 3, 4
+
+def log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str], bulk: bool = False) -> None:
+    """One line per committed change; a one-shot run (or a daemon's first hydration, `bulk`)
+    logs them at debug and sums up instead.
+
+    A daemon warns when a file turns invalid (or its reason changes), not at every rescan.
+    """
+    level = logging.DEBUG if oneshot or bulk else logging.INFO
+    for outcome, paths in (
+        ("added", plan.added),
+        ("updated", plan.updated),
+        ("deleted", plan.deleted),
+    ):
+        for path in paths:
+            extra: dict[str, object] = {"path": path, "outcome": outcome}
+            if path in plan.took_ms:
+                extra["ms"] = round(plan.took_ms[path], 1)
+            log.log(level, outcome, extra=extra)
+    for path, reason in plan.invalid.items():
+        again = oneshot or was_rejected.get(path) == reason
+        log.log(
+            logging.DEBUG if again else logging.WARNING,
+            "rejected",
+            extra={"path": path, "outcome": "rejected", "reason": reason},
+        )
 
 
-@dataclass(frozen=True)
-class Delete:
-    """The reader confirmed against the disk that `path` is gone."""
-
-    path: str
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class SyncPoint:
-    """A full scan finished: `paths` is every asset candidate seen on disk since `started`."""
-
-    started: int
-    paths: frozenset[str]
-    prune: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    """No more input: commit what is buffered, report, and stop."""
-
-
-@dataclass
-class Plan:
-    """What one sync did (or, for a dry run, would do), path by path."""
-
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    invalid: dict[str, str] = field(default_factory=dict)
-    refused: str | None = None
-    took_ms: dict[str, float] = field(default_factory=dict)  # file event -> commit, per write
-
-    def merge(self, other: Plan) -> None:
-        self.added += other.added
-        self.updated += other.updated
-        self.unchanged += other.unchanged
-        self.deleted += other.deleted
-        self.invalid.update(other.invalid)
-        self.took_ms.update(other.took_ms)
-        self.refused = other.refused or self.refused
-
-    def log(self, oneshot: bool, was_rejected: dict[str, str], bulk: bool = False) -> None:
-        """One line per committed change; a one-shot run (or a daemon's first hydration,
-        `bulk`) logs them at debug and sums up instead.
-
-        A daemon warns when a file turns invalid (or its reason changes), not at every rescan.
-        """
-        level = logging.DEBUG if oneshot or bulk else logging.INFO
-        for outcome, paths in (
-            ("added", self.added),
-            ("updated", self.updated),
-            ("deleted", self.deleted),
-        ):
-            for path in paths:
-                extra: dict[str, object] = {"path": path, "outcome": outcome}
-                if path in self.took_ms:
-                    extra["ms"] = round(self.took_ms[path], 1)
-                log.log(level, outcome, extra=extra)
-        for path, reason in self.invalid.items():
-            again = oneshot or was_rejected.get(path) == reason
-            log.log(
-                logging.DEBUG if again else logging.WARNING,
-                "rejected",
-                extra={"path": path, "outcome": "rejected", "reason": reason},
-            )
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "added": len(self.added),
-            "updated": len(self.updated),
-            "unchanged": len(self.unchanged),
-            "deleted": len(self.deleted),
-            "invalid": len(self.invalid),
-        }
-
-
-Item = Accepted | Rejected | Unchanged | Delete
 CHUNK_BYTES = 8 * 1024**2  # blob bytes per script call: keeps one call's latency bounded
 
 
@@ -118,14 +64,6 @@ def _chunks(upserts: Sequence[Accepted]) -> Iterable[list[Accepted]]:
         size += len(a.blob)
     if chunk:
         yield chunk
-
-
-class Refused(Exception):
-    """The mass-loss guard stopped a prune (exit code 4)."""
-
-
-class Fenced(Exception):
-    """Valkey refused a commit because this writer does not hold the lease."""
 
 
 @dataclass
@@ -150,46 +88,43 @@ class WriterOptions:
     log_level: str = "INFO"
 
 
-@dataclass
-class Report:
-    """Sent to the supervisor: the plan so far, and why the writer stopped, if it did."""
-
-    plan: Plan
-    exit_code: int = EXIT_OK
-    error: str | None = None
-    # "summary" at the end; in a daemon also "synced" (a full sync), "status" (rejections
-    # changed), "role" (leader/standby changed) and "rescan" (a full rescan is needed).
-    kind: str = "summary"
-    rejected: dict[str, str] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    role: str = "standby"
-
-
 class Writer:
-    def __init__(
-        self,
-        client: redis.Redis | None,
-        ks: Keyspace,
-        guard: Guard,
-        *,
-        dry_run: bool = False,
-        token: str = "",
-    ) -> None:
+    """Commits results and prunes, fenced by `lease`; owns what it knows of the keyspace: the
+    newest sequence number applied per path and the paths currently rejected."""
+
+    def __init__(self, ks: Keyspace, guard: Guard, lease: Lease, *, dry_run: bool = False) -> None:
         self.ks = ks
         self.guard = guard
+        self.lease = lease
         self.dry_run = dry_run
-        self.token = token
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.applied: dict[str, int] = {}  # path -> seq of the newest result applied
-        self.rejected: dict[str, str] = {}  # path -> reason, while the file on disk is invalid
-        if client is not None:
-            self.rebind(client)
+        self._rejected: dict[str, str] = {}  # path -> reason, while the file on disk is invalid
 
-    def rebind(self, client: redis.Redis) -> None:
-        """Use a new connection (after a reconnect); what was applied is still known."""
+    def bind(self, client: redis.Redis) -> None:
+        """Use this connection (again after a reconnect), for the lease too; what was applied
+        is still known."""
         self.client = client
         self._upsert = client.register_script(keyspace.UPSERT_SCRIPT)
         self._delete = client.register_script(keyspace.DELETE_SCRIPT)
+        self.lease.bind(client)
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        """A copy of path -> reason for the files that are invalid on disk now."""
+        return dict(self._rejected)
+
+    def observe(self, items: Iterable[Item]) -> bool:
+        """A standby's view of the disk: record rejections, write nothing. True when a write
+        was discarded (whoever takes over must rescan)."""
+        discarded = False
+        for item in items:
+            if isinstance(item, Rejected):
+                self._rejected[item.path] = item.reason
+            else:
+                self._rejected.pop(item.path, None)
+                discarded = True
+        return discarded
 
     def _fresh(self, path: str, seq: int) -> bool:
         """True for a result newer than any applied to `path`; records it as applied."""
@@ -209,10 +144,10 @@ class Writer:
         deletes: list[str] = []
         for item in latest.values():
             if isinstance(item, Rejected):
-                self.rejected[item.path] = item.reason
+                self._rejected[item.path] = item.reason
                 plan.invalid[item.path] = item.reason
                 continue
-            self.rejected.pop(item.path, None)
+            self._rejected.pop(item.path, None)
             if isinstance(item, Unchanged):
                 plan.unchanged.append(item.path)
             elif isinstance(item, Accepted):
@@ -243,7 +178,8 @@ class Writer:
                 plan.updated.append(a.path)
 
     def _commit(self, upserts: Sequence[Accepted], deletes: Sequence[str], plan: Plan) -> None:
-        """One round trip: a script call per chunk of upserts (bounded bytes), one for deletes."""
+        """One round trip: a script call per chunk of upserts (bounded bytes), one for deletes.
+        A commit refused for want of the lease sets `plan.fenced`; nothing of it is recorded."""
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
         pipe = self.client.pipeline(transaction=False)
@@ -256,16 +192,19 @@ class Writer:
                 ))
                 for a in chunk
             ]  # fmt: skip
-            keys, args = keyspace.upsert_call(self.token, self.ks.channel, self.ks, assets)
+            keys, args = keyspace.upsert_call(self.lease.fence, self.ks.channel, self.ks, assets)
             self._upsert(keys=keys, args=args, client=pipe)
         if deletes:
-            keys, args = keyspace.delete_call(self.token, self.ks.channel, self.ks, list(deletes))
+            keys, args = keyspace.delete_call(
+                self.lease.fence, self.ks.channel, self.ks, list(deletes)
+            )
             self._delete(keys=keys, args=args, client=pipe)
         replies = pipe.execute(raise_on_error=False)
         metrics.WRITE_BATCH.observe(time.perf_counter() - started)
         for reply in replies:
             if isinstance(reply, redis.ResponseError) and "FENCED" in str(reply):
-                raise Fenced(str(reply))
+                plan.fenced = str(reply)
+                return
             if isinstance(reply, Exception):
                 raise reply
         outcomes = [o for reply in replies[: len(chunks)] for o in reply]
@@ -313,8 +252,11 @@ class Writer:
                 done = Plan()
                 self._commit([], chunk, done)
                 plan.deleted += done.deleted
+                if done.fenced:
+                    plan.fenced = done.fenced
+                    return plan
         for path in doomed:
-            self.rejected.pop(path, None)
+            self._rejected.pop(path, None)
         return plan
 
     def mark_synced(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -22,34 +21,27 @@ from typing import Any
 import redis
 
 from . import logs, metrics
-from .connection import connect, redact
+from .connection import Link, ValkeyUnavailable, one_line
 from .keyspace import Keyspace
 from .lease import Lease
-from .worker import Accepted, Rejected
-from .writer import (
-    EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_VALKEY,
-    Fenced,
+from .messages import (
+    Accepted,
     Finish,
     Item,
+    Outcome,
     Plan,
+    Rejected,
     Report,
+    ReportKind,
     SyncPoint,
-    Writer,
-    WriterOptions,
 )
+from .writer import Writer, WriterOptions, log_plan
 
 log = logging.getLogger("assetmgr.writer")
 
-BACKOFF_MAX = 5.0
 MARKER_CHECK = 2.0  # seconds between checks that Valkey still holds our last sync
 PENDING_MAX_BYTES = 128 * 1024**2
-STANDBY_TOKEN = "!"  # never a lease value: a stray commit from a standby is fenced too
-
-
-class ValkeyFailure(Exception):
-    pass
+REFUSED_PAUSE = 1.0  # seconds before a write Valkey refused (OOM, ACL) is tried again
 
 
 class WriterLoop:
@@ -61,126 +53,67 @@ class WriterLoop:
         self.pending: dict[str, Item] = {}
         self.pending_bytes = 0
         self.syncs: list[SyncPoint] = []
-        self.writer = Writer(None, Keyspace(opts.prefix), opts.guard, dry_run=opts.dry_run)
-        if not opts.oneshot:
-            self.writer.token = STANDBY_TOKEN
-        self.lease: Lease | None = None
+        ks = Keyspace(opts.prefix)
+        self.lease = Lease(ks.lease, opts.lease_ttl)
+        self.writer = Writer(ks, opts.guard, self.lease, dry_run=opts.dry_run)
+        self.link = Link(opts.url, opts.password, opts.connect_timeout, log)
+        self.bound = False  # the writer has had a connection (the lease's state is known)
         self.counts: dict[str, int] = {}
         self.live: set[str] = set()  # paths whose valid content Valkey holds
         self.finished = False
+        self.stopped: Report | None = None  # why a one-shot run must end now
         self.needs_rescan = False
         self.synced_run_id: str | None = None
         self.next_marker_check = 0.0
-        self._down_logged = False
-        self.online = False
         self.hydrated = False  # per-path lines are debug until the first full sync is done
-        self.next_attempt = 0.0
-        self.delay = 0.1
+        self.paused_until = 0.0  # after Valkey refused a write: retry then
 
     @property
     def leader(self) -> bool:
-        return self.lease is not None and self.lease.held
+        return self.bound and self.lease.held
 
     # -- connection and lease ---------------------------------------------------------------
 
-    def _attempt(self) -> redis.Redis | str:
-        """One try: a connected client, or why not. Bad credentials are final."""
-        try:
-            # A probe bounded by connect_timeout, then the writing connection, whose replies
-            # (a large batch) may take longer.
-            probe = connect(
-                self.opts.url, password=self.opts.password, timeout=self.opts.connect_timeout
-            )
-            probe.ping()
-            probe.close()
-            client = connect(
-                self.opts.url,
-                password=self.opts.password,
-                timeout=self.opts.connect_timeout,
-                reply_timeout=max(self.opts.connect_timeout, 30.0),
-            )
-            client.ping()
-            return client
-        except redis.AuthenticationError as e:
-            raise ValkeyFailure(f"Valkey refused the credentials: {_clean(e)}") from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            return f"cannot reach Valkey at {redact(self.opts.url)}: {_clean(e)}"
-
-    def connect(self, deadline: float) -> None:
-        """Connect, retrying with backoff until `deadline` (a one-shot run), else fail."""
-        delay = 0.1
-        while isinstance(outcome := self._attempt(), str):
-            self._offline(outcome)
-            if time.monotonic() + delay > deadline:
-                raise ValkeyFailure(outcome)
-            time.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BACKOFF_MAX)
-        self._online(outcome)
-
-    def reconnect(self, now: float) -> bool:
-        """A daemon's non-blocking retry: input keeps being read while Valkey is away."""
-        if now < self.next_attempt:
-            return False
-        outcome = self._attempt()
-        if isinstance(outcome, str):
-            self._offline(outcome)
-            self.next_attempt = now + self.delay * random.uniform(0.5, 1.0)
-            self.delay = min(self.delay * 2, BACKOFF_MAX)
-            return False
-        self._online(outcome)
-        return True
-
-    def _offline(self, reason: str) -> None:
-        self.online = False
-        metrics.VALKEY_UP.set(0)
-        if not self._down_logged:
-            log.error(reason + "; retrying")
-            self._down_logged = True
-
     def _online(self, client: redis.Redis) -> None:
-        self.online = True
-        self.delay = 0.1
-        metrics.VALKEY_UP.set(1)
-        if self._down_logged:
-            log.warning("Valkey reachable again", extra={"url": redact(self.opts.url)})
-        self._down_logged = False
-        self.writer.rebind(client)
+        self.writer.bind(client)  # the same writer and lease token, reconnected
         self.next_marker_check = 0.0
-        if self.lease is None:
-            self.lease = Lease(client, self.writer.ks.lease, self.opts.lease_ttl)
-            return
-        self.lease.rebind(client)  # the same writer and token, reconnected
-        if self.leader and not self.lease.renew():
+        first, self.bound = not self.bound, True
+        if not first and self.leader and not self.lease.renew():
             self._step_down("the lease expired while Valkey was unreachable")
 
     def tick_lease(self, now: float) -> None:
         """Renew the lease when due, or try to take it; report a change of role."""
-        assert self.lease is not None
         if self.leader:
             if now >= self.lease.next_renew and not self.lease.renew(now):
                 self._step_down("lease lost")
             return
-        if now < self.lease.next_renew:
-            return
+        if now < self.lease.next_renew or self.opts.oneshot:
+            return  # a one-shot run took the lease at start, or it stopped when it lost it
         if not self.lease.acquire(now):
             self.lease.next_renew = now + min(self.lease.renew_every, 0.5)
             return
-        self.writer.token = self.lease.token
-        metrics.LEADER.set(1)
-        log.info("holding the writer lease", extra={"holder": self.lease.token.rsplit(":", 1)[0]})
-        self._report("role")
+        self._took_lease()
         if self.needs_rescan:
             self._request_rescan("took over the writer lease")
 
+    def _took_lease(self) -> None:
+        metrics.LEADER.set(1)
+        log.info("holding the writer lease", extra={"holder": self.lease.token.rsplit(":", 1)[0]})
+        self._report(ReportKind.ROLE)
+
     def _step_down(self, why: str) -> None:
-        assert self.lease is not None
         holder = self.lease.holder()
         log.warning("standing by: %s", why, extra={"holder": str(holder) if holder else "-"})
         self.lease.held = False
-        self.writer.token = STANDBY_TOKEN
         metrics.LEADER.set(0)
+        if self.opts.oneshot:
+            self._stop(Outcome.REFUSED, f"lost the writer lease during the run: {why}")
+            return
         self._drop_pending()
-        self._report("role")
+        self._report(ReportKind.ROLE)
+
+    def _stop(self, outcome: Outcome, error: str) -> None:
+        self.stopped = Report(self.plan, outcome, error)
 
     def _drop_pending(self) -> None:
         """Forget buffered writes (standby, or over the memory bound); a rescan will redo them."""
@@ -193,7 +126,7 @@ class WriterLoop:
     def _request_rescan(self, why: str) -> None:
         log.warning("requesting a full rescan: %s", why)
         self.needs_rescan = False
-        self._report("rescan")
+        self._report(ReportKind.RESCAN)
 
     def check_marker(self, now: float) -> None:
         """Detect a Valkey that lost our keyspace (FLUSHALL, restart, empty failover)."""
@@ -256,10 +189,13 @@ class WriterLoop:
             self._standby_flush()
             return
         items = list(self.pending.values())
-        rejected_before = dict(self.writer.rejected)
+        rejected_before = self.writer.rejected
         for i in range(0, len(items), self.opts.batch_size):
             chunk = items[i : i + self.opts.batch_size]
             done = self.writer.apply(chunk)
+            if done.fenced:
+                self._step_down(f"commit fenced: {done.fenced}")
+                return
             for item in chunk:
                 self.pending.pop(item.path, None)
             self._record(done, rejected_before)
@@ -267,6 +203,9 @@ class WriterLoop:
         while self.syncs:
             sync = self.syncs[0]  # dropped once recorded: a cut connection retries it whole
             pruned = self.writer.prune(sync, self.opts.batch_size) if sync.prune else Plan()
+            if pruned.fenced:
+                self._step_down(f"commit fenced: {pruned.fenced}")
+                return
             if pruned.refused:
                 log.error("prune refused: %s", pruned.refused)
             self._record(pruned)
@@ -275,36 +214,33 @@ class WriterLoop:
             self.synced_run_id = self.writer.run_id()
             self.syncs.pop(0)
             self.hydrated = True
-            self._report("synced")
+            self._report(ReportKind.SYNCED)
         self._after_flush(rejected_before)
 
     def _standby_flush(self) -> None:
         """Not the leader: keep the view of the disk, write nothing."""
-        rejected_before = dict(self.writer.rejected)
-        for item in self.pending.values():
-            if isinstance(item, Rejected):
-                self.writer.rejected[item.path] = item.reason
-            else:
-                self.writer.rejected.pop(item.path, None)
-                self.needs_rescan = True
+        rejected_before = self.writer.rejected
+        if self.writer.observe(self.pending.values()):
+            self.needs_rescan = True
         self.pending.clear()
         self.pending_bytes = 0
         while self.syncs:
             self.syncs.pop(0)
             self.hydrated = True
-            self._report("synced")
+            self._report(ReportKind.SYNCED)
         self._after_flush(rejected_before)
 
     def _after_flush(self, rejected_before: dict[str, str]) -> None:
-        if self.writer.rejected != rejected_before:
-            self._report("status")
+        rejected = self.writer.rejected
+        if rejected != rejected_before:
+            self._report(ReportKind.STATUS)
         metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
         metrics.ASSETS.labels("valid").set(len(self.live))
-        metrics.ASSETS.labels("invalid").set(len(self.writer.rejected))
+        metrics.ASSETS.labels("invalid").set(len(rejected))
 
     def _record(self, done: Plan, was_rejected: dict[str, str] | None = None) -> None:
         """A one-shot run keeps the whole plan for its report; a daemon keeps counts only."""
-        done.log(self.opts.oneshot, was_rejected or {}, bulk=not self.hydrated)
+        log_plan(done, self.opts.oneshot, was_rejected or {}, bulk=not self.hydrated)
         for key, value in done.counts().items():
             self.counts[key] = self.counts.get(key, 0) + value
         self.live.update(done.added + done.updated + done.unchanged)
@@ -314,15 +250,14 @@ class WriterLoop:
         else:
             self.plan.refused = done.refused or self.plan.refused
 
-    def _report(self, kind: str) -> None:
+    def _report(self, kind: ReportKind) -> None:
         if self.opts.oneshot:
             return
+        rejected = self.writer.rejected
         # The plan's counts are cumulative; "valid" and "invalid" are what holds now.
-        counts = {**self.counts, "valid": len(self.live), "invalid": len(self.writer.rejected)}
+        counts = {**self.counts, "valid": len(self.live), "invalid": len(rejected)}
         role = "leader" if self.leader else "standby"
-        report = Report(
-            Plan(), kind=kind, rejected=dict(self.writer.rejected), counts=counts, role=role
-        )
+        report = Report(Plan(), kind=kind, rejected=rejected, counts=counts, role=role)
         _send(self.outbox.send, report)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -330,76 +265,69 @@ class WriterLoop:
     def run(self) -> Report:
         try:
             if self.opts.oneshot:
-                self.connect(time.monotonic() + self.opts.connect_timeout)
+                self._online(self.link.wait_online(time.monotonic() + self.opts.connect_timeout))
                 if not self.opts.dry_run:
                     self._oneshot_lease()
-            while not (self.finished and not self.pending and not self.syncs):
+            while self.stopped is None and not (
+                self.finished and not self.pending and not self.syncs
+            ):
                 self.step()
-        except ValkeyFailure as e:
-            return Report(self.plan, EXIT_VALKEY, str(e))
+        except ValkeyUnavailable as e:
+            return Report(self.plan, Outcome.VALKEY_FAILED, str(e))
         except redis.RedisError as e:  # refused outside a batch (the lease under OOM, …)
-            return Report(self.plan, EXIT_VALKEY, f"Valkey refused a command: {_clean(e)}")
-        except (Fenced, LeaseBusy) as e:
-            return Report(self.plan, EXIT_REFUSED, str(e))
+            return Report(
+                self.plan, Outcome.VALKEY_FAILED, f"Valkey refused a command: {one_line(e)}"
+            )
         finally:
             self._release()
-        code = EXIT_REFUSED if self.plan.refused and self.opts.oneshot else EXIT_OK
-        return Report(self.plan, code, self.plan.refused, rejected=dict(self.writer.rejected))
+        if self.stopped is not None:
+            return self.stopped
+        refused = bool(self.plan.refused and self.opts.oneshot)
+        outcome = Outcome.REFUSED if refused else Outcome.DONE
+        return Report(self.plan, outcome, self.plan.refused, rejected=self.writer.rejected)
 
     def _oneshot_lease(self) -> None:
-        assert self.lease is not None
-        if not self.lease.wait(self.opts.wait_lease):
-            holder = self.lease.holder()
-            raise LeaseBusy(f"another writer holds the lease ({holder}); try --wait-lease SECONDS")
-        self.writer.token = self.lease.token
+        if self.lease.wait(self.opts.wait_lease):
+            return
+        holder = self.lease.holder()
+        self._stop(
+            Outcome.REFUSED, f"another writer holds the lease ({holder}); try --wait-lease SECONDS"
+        )
 
     def step(self) -> None:
         self.receive(0.05 if self.pending else 0.2)
         now = time.monotonic()
-        if not self.online and not self.reconnect(now):
-            metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
-            return
+        if not self.link.online:
+            client = self.link.retry(now)
+            if client is None:
+                metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
+                return
+            self._online(client)
         try:
             if not self.opts.dry_run:
                 self.tick_lease(now)
-                if self.opts.oneshot and not self.leader:
-                    raise Fenced("lost the writer lease during the run")
             if self.leader:
                 self.check_marker(now)
-            if self.pending or self.syncs:
+            if (self.pending or self.syncs) and now >= self.paused_until:
                 self.flush()
-        except Fenced as e:
-            if self.opts.oneshot:
-                raise
-            self._step_down(f"commit fenced: {e}")
         except redis.ResponseError as e:
             # Valkey refused a command (an ACL without a needed command, OOM): the writes
             # stay pending; a one-shot run reports it, a daemon retries after a pause.
             if self.opts.oneshot:
-                raise ValkeyFailure(f"Valkey refused the write: {_clean(e)}") from None
-            log.error("Valkey refused the write, retrying: %s", _clean(e))
-            time.sleep(1.0)
+                raise ValkeyUnavailable(f"Valkey refused the write: {one_line(e)}") from None
+            log.error("Valkey refused the write, retrying: %s", one_line(e))
+            self.paused_until = now + REFUSED_PAUSE
         except (redis.ConnectionError, redis.TimeoutError) as e:
             # The cut batch stays pending and is sent again whole on a new connection (the
             # commit scripts are idempotent); a one-shot run gives up after connect_timeout.
-            self._offline(f"lost the Valkey connection: {_clean(e)}")
+            self.link.lost(f"lost the Valkey connection: {one_line(e)}", now)
             if self.opts.oneshot:
-                self.connect(time.monotonic() + self.opts.connect_timeout)
-            else:
-                self.next_attempt = now
+                self._online(self.link.wait_online(time.monotonic() + self.opts.connect_timeout))
 
     def _release(self) -> None:
-        if self.leader and self.lease is not None:
+        if self.leader:
             with contextlib.suppress(redis.RedisError):
                 self.lease.release()
-
-
-class LeaseBusy(Exception):
-    pass
-
-
-def _clean(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from assetmgr import schemas
+from assetmgr.messages import Accepted, Rejected
 from assetmgr.schemas import SchemaError
-from assetmgr.worker import Accepted, Limits, Rejected, evaluate
+from assetmgr.worker import Limits, evaluate
 from conftest import EXAMPLES, SCHEMAS, run_cli, stored
 
 

@@ -13,7 +13,8 @@ import pytest
 import zstandard
 
 from assetmgr import schemas
-from assetmgr.worker import Accepted, Limits, Missing, Rejected, evaluate, inspect, parse_strict
+from assetmgr.messages import Accepted, Missing, Rejected
+from assetmgr.worker import Limits, evaluate, inspect, parse_strict
 from conftest import EXAMPLES, REPO, SCHEMAS, disk_assets, sha256
 
 LIMITS = Limits()
