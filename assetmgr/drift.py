@@ -11,9 +11,9 @@ import zstandard
 from . import oneshot, tree
 from .config import Config
 from .connection import connect
-from .keyspace import Keyspace
 from .messages import Accepted, Rejected, Result
 from .schemas import Registry
+from .store import Store, open_store
 from .worker import Limits
 
 CHUNK = 500
@@ -66,14 +66,15 @@ def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
     def keep(results: Sequence[Result]) -> None:
         disk.update((r.path, r) for r in results if isinstance(r, Accepted | Rejected))
 
-    client = connect(cfg.valkey_url, password=cfg.password, timeout=cfg.connect_timeout)
+    client = connect(cfg.endpoint, timeout=cfg.connect_timeout)
     client.ping()
+    ks = cfg.keyspace
+    store = open_store(client, ks)
     progress = oneshot.Progress(False)
     oneshot.scan(cfg.root, registry, limits, cfg.workers, keep, progress)
-    ks = Keyspace(cfg.key_prefix)
     manifests, blobs = ks.manifest_paths(client), ks.blob_paths(client)
     drift = Drift()
-    stored_hash = _stored_hashes(client, ks, sorted(manifests & blobs))
+    stored_hash = _stored_hashes(store, sorted(manifests & blobs))
     for path in sorted(manifests | blobs):
         if not tree.is_asset_name(path):
             drift.not_assets.append(path)
@@ -96,20 +97,14 @@ def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
     return drift
 
 
-def _stored_hashes(client: object, ks: Keyspace, paths: list[str]) -> dict[str, str | None]:
+def _stored_hashes(store: Store, paths: list[str]) -> dict[str, str | None]:
     """Manifest hash per path, or None where the blob does not decompress to that hash."""
     dctx = zstandard.ZstdDecompressor()
     result: dict[str, str | None] = {}
     for i in range(0, len(paths), CHUNK):
         chunk = paths[i : i + CHUNK]
-        pipe = client.pipeline(transaction=True)  # type: ignore[attr-defined]
-        for path in chunk:
-            pipe.hget(ks.manifest(path), "hash")
-            pipe.get(ks.blob(path))
-        replies = pipe.execute()
-        for j, path in enumerate(chunk):
-            manifest_hash, blob = replies[2 * j], replies[2 * j + 1]
-            result[path] = _verified(dctx, manifest_hash, blob)
+        for path, (fields, blob) in zip(chunk, store.read_pairs(chunk), strict=True):
+            result[path] = _verified(dctx, fields.get(b"hash"), blob)
     return result
 
 

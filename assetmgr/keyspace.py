@@ -6,28 +6,40 @@ prefix, prepended to every key and channel, so several trees can share one Valke
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from redis.crc import key_slot
 
 BLOB = "asset:blob:"
 MANIFEST = "v4:manifest:"
 CHANNEL = "asset_updates"
-# Bookkeeping keys of the manager itself (lease, sync marker) live under this part.
+# Bookkeeping keys of the manager itself (lease, epoch, sync marker, cluster fences) live
+# under this part.
 BOOKKEEPING = "assetmgr:"
 CODEC = "zstd"
 
 
 @dataclass(frozen=True, slots=True)
 class Keyspace:
-    """Key names for one prefix. `Keyspace()` is the documented default layout."""
+    """Key names for one prefix and layout. `Keyspace()` is the documented default layout.
+
+    `hashtag` (the `key_layout = "hashtag"` setting) wraps the path in braces, `asset:blob:{P}`,
+    so both keys of an asset hash to one cluster slot and commit in one atomic script. Readers
+    must use the same layout.
+    """
 
     prefix: str = ""
+    hashtag: bool = False
 
     def blob(self, path: str) -> str:
-        return f"{self.prefix}{BLOB}{path}"
+        return f"{self.prefix}{BLOB}{{{path}}}" if self.hashtag else f"{self.prefix}{BLOB}{path}"
 
     def manifest(self, path: str) -> str:
+        if self.hashtag:
+            return f"{self.prefix}{MANIFEST}{{{path}}}"
         return f"{self.prefix}{MANIFEST}{path}"
 
     @property
@@ -59,18 +71,54 @@ class Keyspace:
         }
 
     def path_of_blob(self, key: str) -> str:
-        return key[len(self.prefix) + len(BLOB) :]
+        return self._unwrap(key[len(self.prefix) + len(BLOB) :])
 
     def path_of_manifest(self, key: str) -> str:
-        return key[len(self.prefix) + len(MANIFEST) :]
+        return self._unwrap(key[len(self.prefix) + len(MANIFEST) :])
+
+    def _unwrap(self, rest: str) -> str:
+        if self.hashtag and rest.startswith("{") and rest.endswith("}"):
+            return rest[1:-1]
+        return rest
 
     @property
     def lease(self) -> str:
         return f"{self.prefix}{BOOKKEEPING}lease"
 
     @property
+    def epoch(self) -> str:
+        """How many times the lease was taken; in the lease's slot (its name as hash tag)."""
+        return f"{self.prefix}{BOOKKEEPING}epoch:{{{self.lease}}}"
+
+    @property
     def sync_marker(self) -> str:
         return f"{self.prefix}{BOOKKEEPING}synced"
+
+    def fence(self, slot: int) -> str:
+        """The cluster fence key that lives in `slot` (see scripts.py)."""
+        key = f"{self.prefix}{BOOKKEEPING}fence:{{{_slot_tags()[slot]}}}"
+        if key_slot(key.encode()) != slot:  # the prefix has a hash tag: every key is in its slot
+            key = f"{self.prefix}{BOOKKEEPING}fence"
+        return key
+
+
+SLOTS = 16384
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each cluster slot, a short string that hashes to it (0.15 s once, cluster only)."""
+    tags: dict[int, str] = {}
+    candidate = 0
+    while len(tags) < SLOTS:
+        text = str(candidate)
+        tags.setdefault(key_slot(text.encode()), text)
+        candidate += 1
+    return tuple(tags[slot] for slot in range(SLOTS))
+
+
+def slot_of(key: str) -> int:
+    return int(key_slot(key.encode()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,121 +168,12 @@ class Manifest:
         )
 
 
+MANIFEST_FIELDS = ("size", "zsize", "codec", "schema", "mtime_ns", "updated_ms", "writer", "vfp")
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-# Fenced, idempotent commit of a batch of assets. For each asset, blob + manifest + PUBLISH
-# happen together (the whole script is atomic); content equal to what is stored is neither
-# rewritten nor published, so a replayed batch is a no-op. The lease token is checked in the
-# same atomic step (fencing): a writer that lost the lease commits nothing.
-# KEYS: lease, then blob_i, manifest_i for each asset.
-# ARGV: token ('' = no lease), channel, n, n manifest field names (besides hash and gen),
-#       then for each asset: path, blob, hash, n field values.
-# Returns per asset: 0 unchanged, 1 updated, 2 added. `gen` counts an asset's versions.
-# "Unchanged" needs the stored blob to have the manifest's zsize too: a blob that was lost,
-# truncated or replaced by hand is rewritten.
-UPSERT_SCRIPT = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED lease not held')
-end
-local n = tonumber(ARGV[3])
-local stride = 3 + n
-local out = {}
-for a = 0, (#KEYS - 1) / 2 - 1 do
-  local blob_key, manifest_key = KEYS[2 + 2 * a], KEYS[3 + 2 * a]
-  local o = 4 + n + a * stride
-  local old = redis.call('HMGET', manifest_key, 'hash', 'gen', 'zsize')
-  if old[1] == ARGV[o + 2] and redis.call('STRLEN', blob_key) == tonumber(old[3]) then
-    out[a + 1] = 0
-  else
-    redis.call('SET', blob_key, ARGV[o + 1])
-    local fields = {'hash', ARGV[o + 2], 'gen', tonumber(old[2] or '0') + 1}
-    for i = 1, n do
-      fields[#fields + 1] = ARGV[3 + i]
-      fields[#fields + 1] = ARGV[o + 2 + i]
-    end
-    redis.call('HSET', manifest_key, unpack(fields))
-    redis.call('PUBLISH', ARGV[2], ARGV[o])
-    out[a + 1] = old[1] and 1 or 2
-  end
-end
-return out
-"""
-
-# KEYS: lease, then blob_i, manifest_i. ARGV: token, channel, then path_i.
-# Returns per asset the number of keys deleted; publishes only when something went.
-DELETE_SCRIPT = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED lease not held')
-end
-local out = {}
-for a = 0, (#KEYS - 1) / 2 - 1 do
-  local gone = redis.call('DEL', KEYS[2 + 2 * a], KEYS[3 + 2 * a])
-  if gone > 0 then
-    redis.call('PUBLISH', ARGV[2], ARGV[3 + a])
-  end
-  out[a + 1] = gone
-end
-return out
-"""
-
-# Read-only, for a scan: per asset, the stored hash when its manifest was validated under the
-# fingerprint ARGV[1] and its blob has the manifest's size, else ''. One command per chunk
-# instead of two per asset. KEYS: manifest_i, blob_i.
-LOOKUP_SCRIPT = """#!lua flags=no-writes
-local out = {}
-for i = 1, #KEYS, 2 do
-  local m = redis.call('HMGET', KEYS[i], 'hash', 'vfp', 'zsize')
-  if m[1] and m[2] == ARGV[1] and tonumber(m[3]) == redis.call('STRLEN', KEYS[i + 1]) then
-    out[#out + 1] = m[1]
-  else
-    out[#out + 1] = ''
-  end
-end
-return out
-"""
-
-MANIFEST_FIELDS = ("size", "zsize", "codec", "schema", "mtime_ns", "updated_ms", "writer", "vfp")
-
-
-def upsert_call(
-    token: str, channel: str, ks: Keyspace, assets: list[tuple[str, bytes, Manifest]]
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of UPSERT_SCRIPT for a batch of (path, blob, manifest)."""
-    keys: list[str] = [ks.lease]
-    args: list[Any] = [token, channel, len(MANIFEST_FIELDS), *MANIFEST_FIELDS]
-    for path, blob, manifest in assets:
-        keys += [ks.blob(path), ks.manifest(path)]
-        fields = manifest.fields()
-        args += [path, blob, manifest.hash, *(fields[name] for name in MANIFEST_FIELDS)]
-    return keys, args
-
-
-def delete_call(
-    token: str, channel: str, ks: Keyspace, paths: Sequence[str]
-) -> tuple[list[str], list[Any]]:
-    keys: list[str] = [ks.lease]
-    for path in paths:
-        keys += [ks.blob(path), ks.manifest(path)]
-    return keys, [token, channel, *paths]
-
-
-# Lease renewal and release: only by the holder of the token (Valkey 8.1's SET IFEQ and 9.0's
-# DELIFEQ do the same; a script also works on older servers). KEYS: lease. ARGV: token, ttl_ms.
-RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""

@@ -12,10 +12,9 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
-import redis
-
-from . import keyspace
+from . import scripts
 
 
 @dataclass
@@ -35,18 +34,21 @@ STANDBY_TOKEN = "!"
 class Lease:
     """The lease of one writer: its token, whether it holds it, when to renew it."""
 
-    def __init__(self, key: str, ttl: float) -> None:
+    def __init__(self, key: str, epoch_key: str, ttl: float) -> None:
         self.key = key
+        self.epoch_key = epoch_key
+        self.epoch = 0  # which acquisition of the lease this is; the cluster fence
         self.ttl_ms = max(int(ttl * 1000), 100)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
         self.held = False
         self.next_renew = 0.0
 
-    def bind(self, client: redis.Redis) -> None:
+    def bind(self, client: Any) -> None:
         """Use this connection (again after a reconnect); the token and the role stay."""
         self.client = client
-        self._renew = client.register_script(keyspace.RENEW_SCRIPT)
-        self._release = client.register_script(keyspace.RELEASE_SCRIPT)
+        self._acquire = client.register_script(scripts.ACQUIRE)
+        self._renew = client.register_script(scripts.RENEW)
+        self._release = client.register_script(scripts.RELEASE)
 
     @property
     def fence(self) -> str:
@@ -54,12 +56,19 @@ class Lease:
         return self.token if self.held else STANDBY_TOKEN
 
     @property
+    def epoch_fence(self) -> int:
+        """The epoch the cluster scripts check: ours while held, else one always refused."""
+        return self.epoch if self.held else -1
+
+    @property
     def renew_every(self) -> float:
         return self.ttl_ms / 3000
 
     def acquire(self, now: float | None = None) -> bool:
-        self.held = bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        epoch = int(self._acquire(keys=[self.key, self.epoch_key], args=[self.token, self.ttl_ms]))
+        self.held = epoch > 0
         if self.held:
+            self.epoch = epoch
             self.next_renew = (time.monotonic() if now is None else now) + self.renew_every
         return self.held
 

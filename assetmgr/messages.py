@@ -115,6 +115,7 @@ class Plan:
     invalid: dict[str, str] = field(default_factory=dict)
     refused: str | None = None
     fenced: str | None = None  # Valkey refused the commit: this writer does not hold the lease
+    unacked: int = 0  # committed, but fewer replicas than min_replicas_ack acknowledged it
     took_ms: dict[str, float] = field(default_factory=dict)  # file event -> commit, per write
 
     def merge(self, other: Plan) -> None:

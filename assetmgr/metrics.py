@@ -62,6 +62,10 @@ BYTES = Counter(
 )
 WORKER_RESTARTS = Counter("assetmgr_worker_restarts", "Worker processes restarted after dying")
 DATA_LOSS = Counter("assetmgr_valkey_data_loss", "Times Valkey was found to have lost the keyspace")
+UNACKED = Counter(
+    "assetmgr_replica_ack_failures",
+    "Committed batches fewer replicas than min_replicas_ack acknowledged in time (retried)",
+)
 
 
 class LocalMetric:

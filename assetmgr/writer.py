@@ -14,12 +14,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import redis
-
-from . import keyspace, metrics
+from . import metrics
+from .connection import Client, Endpoint
 from .keyspace import Keyspace, Manifest
 from .lease import Lease
 from .messages import Accepted, Item, Plan, Rejected, SyncPoint, Unchanged
+from .store import open_store
 
 log = logging.getLogger("assetmgr.writer")
 
@@ -50,22 +50,6 @@ def log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str], bulk: bool
         )
 
 
-CHUNK_BYTES = 8 * 1024**2  # blob bytes per script call: keeps one call's latency bounded
-
-
-def _chunks(upserts: Sequence[Accepted]) -> Iterable[list[Accepted]]:
-    chunk: list[Accepted] = []
-    size = 0
-    for a in upserts:
-        if chunk and size + len(a.blob) > CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(a)
-        size += len(a.blob)
-    if chunk:
-        yield chunk
-
-
 @dataclass
 class Guard:
     max_prune_ratio: float = 0.5
@@ -74,9 +58,8 @@ class Guard:
 
 @dataclass(frozen=True)
 class WriterOptions:
-    url: str
-    password: str | None
-    prefix: str = ""
+    endpoint: Endpoint
+    keyspace: Keyspace = field(default_factory=Keyspace)
     connect_timeout: float = 5.0
     guard: Guard = field(default_factory=Guard)
     dry_run: bool = False
@@ -84,6 +67,8 @@ class WriterOptions:
     oneshot: bool = True
     lease_ttl: float = 10.0
     wait_lease: float = 0.0
+    min_replicas_ack: int = 0
+    replicas_ack_timeout: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -92,21 +77,33 @@ class Writer:
     """Commits results and prunes, fenced by `lease`; owns what it knows of the keyspace: the
     newest sequence number applied per path and the paths currently rejected."""
 
-    def __init__(self, ks: Keyspace, guard: Guard, lease: Lease, *, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        ks: Keyspace,
+        guard: Guard,
+        lease: Lease,
+        *,
+        dry_run: bool = False,
+        min_acks: int = 0,
+        ack_timeout: float = 1.0,
+    ) -> None:
         self.ks = ks
         self.guard = guard
         self.lease = lease
         self.dry_run = dry_run
+        self.min_acks = min_acks
+        self.ack_timeout = ack_timeout
+        self._unconfirmed: dict[str, int] = {}  # committed, not acknowledged: first outcome
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.applied: dict[str, int] = {}  # path -> seq of the newest result applied
         self._rejected: dict[str, str] = {}  # path -> reason, while the file on disk is invalid
 
-    def bind(self, client: redis.Redis) -> None:
+    def bind(self, client: Client) -> None:
         """Use this connection (again after a reconnect), for the lease too; what was applied
         is still known."""
         self.client = client
-        self._upsert = client.register_script(keyspace.UPSERT_SCRIPT)
-        self._delete = client.register_script(keyspace.DELETE_SCRIPT)
+        self.store = open_store(client, self.ks, self.min_acks, self.ack_timeout)
+        self.store.load_scripts()
         self.lease.bind(client)
 
     @property
@@ -178,48 +175,47 @@ class Writer:
                 plan.updated.append(a.path)
 
     def _commit(self, upserts: Sequence[Accepted], deletes: Sequence[str], plan: Plan) -> None:
-        """One round trip: a script call per chunk of upserts (bounded bytes), one for deletes.
-        A commit refused for want of the lease sets `plan.fenced`; nothing of it is recorded."""
+        """One commit through the store. A commit refused for want of the lease sets
+        `plan.fenced`, one too few replicas acknowledged sets `plan.unacked`: then nothing of
+        it is recorded, and the caller sends it again (the scripts are idempotent; what the
+        first try changed is remembered so the retry reports it so)."""
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=False)
-        chunks = list(_chunks(upserts))
-        for chunk in chunks:
-            assets = [
-                (a.path, a.blob, Manifest(
-                    a.hash, a.size, len(a.blob), a.schema, a.mtime_ns, now_ms, 0,
-                    writer=self.identity, vfp=a.vfp,
-                ))
-                for a in chunk
-            ]  # fmt: skip
-            keys, args = keyspace.upsert_call(self.lease.fence, self.ks.channel, self.ks, assets)
-            self._upsert(keys=keys, args=args, client=pipe)
-        if deletes:
-            keys, args = keyspace.delete_call(
-                self.lease.fence, self.ks.channel, self.ks, list(deletes)
-            )
-            self._delete(keys=keys, args=args, client=pipe)
-        replies = pipe.execute(raise_on_error=False)
+        assets = [
+            (a.path, a.blob, Manifest(
+                a.hash, a.size, len(a.blob), a.schema, a.mtime_ns, now_ms, 0,
+                writer=self.identity, vfp=a.vfp,
+            ))
+            for a in upserts
+        ]  # fmt: skip
+        done = self.store.commit(assets, deletes, self.lease)
         metrics.WRITE_BATCH.observe(time.perf_counter() - started)
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError) and "FENCED" in str(reply):
-                plan.fenced = str(reply)
-                return
-            if isinstance(reply, Exception):
-                raise reply
-        outcomes = [o for reply in replies[: len(chunks)] for o in reply]
+        if done.fenced:
+            plan.fenced = done.fenced
+            return
+        outcomes = [
+            max(o, self._unconfirmed.pop(a.path, 0))
+            for a, o in zip(upserts, done.outcomes, strict=True)
+        ]
+        gone = [
+            max(n, self._unconfirmed.pop(p, 0)) for p, n in zip(deletes, done.gone, strict=True)
+        ]
+        if not done.acked:
+            self._unconfirmed.update(zip([a.path for a in upserts], outcomes, strict=True))
+            self._unconfirmed.update(zip(deletes, gone, strict=True))
+            plan.unacked = len(upserts) + len(deletes)
+            metrics.UNACKED.inc()
+            return
         written = 0
         for a, outcome in zip(upserts, outcomes, strict=True):
-            [plan.unchanged, plan.updated, plan.added][int(outcome)].append(a.path)
+            [plan.unchanged, plan.updated, plan.added][outcome].append(a.path)
             if outcome:
                 written += len(a.blob)
                 plan.took_ms[a.path] = metrics.observe_propagation(a.seq) * 1000
         metrics.WRITES.labels("upsert").inc(len(plan.added) + len(plan.updated))
         metrics.BYTES.labels("blob").inc(written)
-        if deletes:
-            gone = replies[len(chunks)]
-            plan.deleted += [p for p, n in zip(deletes, gone, strict=True) if n]
-            metrics.WRITES.labels("delete").inc(sum(1 for n in gone if n))
+        plan.deleted += [p for p, n in zip(deletes, gone, strict=True) if n]
+        metrics.WRITES.labels("delete").inc(sum(1 for n in gone if n))
 
     def stored_paths(self) -> set[str]:
         """Paths that have a manifest or a blob in Valkey (read with SCAN, never deleted so)."""
@@ -248,13 +244,13 @@ class Writer:
             chunk = doomed[i : i + batch]
             if self.dry_run:
                 plan.deleted += chunk
-            else:
-                done = Plan()
-                self._commit([], chunk, done)
-                plan.deleted += done.deleted
-                if done.fenced:
-                    plan.fenced = done.fenced
-                    return plan
+                continue
+            done = Plan()
+            self._commit([], chunk, done)
+            plan.deleted += done.deleted
+            if done.fenced or done.unacked:
+                plan.fenced, plan.unacked = done.fenced, done.unacked
+                return plan
         for path in doomed:
             self._rejected.pop(path, None)
         return plan
@@ -277,7 +273,10 @@ class Writer:
         metrics.LAST_SYNC.set(time.time())
 
     def run_id(self) -> str:
-        return str(self.client.info("server").get("run_id", ""))
+        """The server's run_id; a cluster's, one per primary: any restart or failover
+        changes it."""
+        ids = self.store.run_ids()
+        return ",".join(f"{node}={ids[node]}" if node else ids[node] for node in sorted(ids))
 
     def marker_run_id(self) -> str | None:
         """The run_id recorded by the last full sync, or None when the marker is gone."""

@@ -21,8 +21,7 @@ from typing import Any
 import redis
 
 from . import logs, metrics
-from .connection import Link, ValkeyUnavailable, one_line
-from .keyspace import Keyspace
+from .connection import Client, Link, ValkeyUnavailable, one_line
 from .lease import Lease
 from .messages import (
     Accepted,
@@ -42,6 +41,7 @@ log = logging.getLogger("assetmgr.writer")
 MARKER_CHECK = 2.0  # seconds between checks that Valkey still holds our last sync
 PENDING_MAX_BYTES = 128 * 1024**2
 REFUSED_PAUSE = 1.0  # seconds before a write Valkey refused (OOM, ACL) is tried again
+UNACKED_PAUSE = 0.2  # seconds before a batch too few replicas acknowledged is sent again
 
 
 class WriterLoop:
@@ -53,10 +53,17 @@ class WriterLoop:
         self.pending: dict[str, Item] = {}
         self.pending_bytes = 0
         self.syncs: list[SyncPoint] = []
-        ks = Keyspace(opts.prefix)
-        self.lease = Lease(ks.lease, opts.lease_ttl)
-        self.writer = Writer(ks, opts.guard, self.lease, dry_run=opts.dry_run)
-        self.link = Link(opts.url, opts.password, opts.connect_timeout, log)
+        ks = opts.keyspace
+        self.lease = Lease(ks.lease, ks.epoch, opts.lease_ttl)
+        self.writer = Writer(
+            ks,
+            opts.guard,
+            self.lease,
+            dry_run=opts.dry_run,
+            min_acks=opts.min_replicas_ack,
+            ack_timeout=opts.replicas_ack_timeout,
+        )
+        self.link = Link(opts.endpoint, opts.connect_timeout, log)
         self.bound = False  # the writer has had a connection (the lease's state is known)
         self.counts: dict[str, int] = {}
         self.live: set[str] = set()  # paths whose valid content Valkey holds
@@ -67,6 +74,7 @@ class WriterLoop:
         self.next_marker_check = 0.0
         self.hydrated = False  # per-path lines are debug until the first full sync is done
         self.paused_until = 0.0  # after Valkey refused a write: retry then
+        self.unacked_since: float | None = None  # replicas have not acknowledged since then
 
     @property
     def leader(self) -> bool:
@@ -74,7 +82,7 @@ class WriterLoop:
 
     # -- connection and lease ---------------------------------------------------------------
 
-    def _online(self, client: redis.Redis) -> None:
+    def _online(self, client: Client) -> None:
         self.writer.bind(client)  # the same writer and lease token, reconnected
         self.next_marker_check = 0.0
         first, self.bound = not self.bound, True
@@ -97,6 +105,7 @@ class WriterLoop:
             self._request_rescan("took over the writer lease")
 
     def _took_lease(self) -> None:
+        self.writer.store.raise_fences(self.lease)  # before the first commit (scripts.py)
         metrics.LEADER.set(1)
         log.info("holding the writer lease", extra={"holder": self.lease.token.rsplit(":", 1)[0]})
         self._report(ReportKind.ROLE)
@@ -196,15 +205,22 @@ class WriterLoop:
             if done.fenced:
                 self._step_down(f"commit fenced: {done.fenced}")
                 return
+            if done.unacked:
+                self._unacked(done.unacked)
+                return
             for item in chunk:
                 self.pending.pop(item.path, None)
             self._record(done, rejected_before)
         self.pending_bytes = 0
+        self.unacked_since = None
         while self.syncs:
             sync = self.syncs[0]  # dropped once recorded: a cut connection retries it whole
             pruned = self.writer.prune(sync, self.opts.batch_size) if sync.prune else Plan()
             if pruned.fenced:
                 self._step_down(f"commit fenced: {pruned.fenced}")
+                return
+            if pruned.unacked:
+                self._unacked(pruned.unacked)
                 return
             if pruned.refused:
                 log.error("prune refused: %s", pruned.refused)
@@ -216,6 +232,24 @@ class WriterLoop:
             self.hydrated = True
             self._report(ReportKind.SYNCED)
         self._after_flush(rejected_before)
+
+    def _unacked(self, count: int) -> None:
+        """Too few replicas acknowledged: the batch stays pending and is sent again soon; a
+        one-shot run gives up after connect_timeout."""
+        now = time.monotonic()
+        if self.unacked_since is None:
+            self.unacked_since = now
+            log.warning(
+                "%d writes not acknowledged by %d replicas; retrying",
+                count,
+                self.opts.min_replicas_ack,
+            )
+        if self.opts.oneshot and now - self.unacked_since > self.opts.connect_timeout:
+            self._stop(
+                Outcome.VALKEY_FAILED,
+                f"fewer than {self.opts.min_replicas_ack} replicas acknowledged the writes",
+            )
+        self.paused_until = now + UNACKED_PAUSE
 
     def _standby_flush(self) -> None:
         """Not the leader: keep the view of the disk, write nothing."""
@@ -288,6 +322,7 @@ class WriterLoop:
 
     def _oneshot_lease(self) -> None:
         if self.lease.wait(self.opts.wait_lease):
+            self.writer.store.raise_fences(self.lease)
             return
         holder = self.lease.holder()
         self._stop(

@@ -1,0 +1,206 @@
+"""The Lua scripts that commit, look up and lease, and how each is fenced.
+
+Every write script starts with a fence: KEYS[1] and ARGV[1] decide whether this writer may
+commit. On one server (or Sentinel's primary) the fence is the lease itself: the stored token
+must be ours, checked in the same atomic step as the write. In a cluster the lease lives on one
+node and the assets on all of them, so the fence is an epoch: the lease's acquisition counter,
+kept per slot in a fence key beside the asset keys. A script refuses an epoch lower than the
+slot's and raises the slot's to its own, so once a new leader has touched a slot (it raises every
+slot when it takes over), a paused old leader can commit nothing there.
+Scripts are idempotent: content equal to what is stored is neither rewritten nor published.
+"""
+
+from __future__ import annotations
+
+# KEYS[1]: the lease. ARGV[1]: our token.
+_BY_TOKEN = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED lease not held')
+end
+"""
+
+# KEYS[1]: the slot's fence key. ARGV[1]: our epoch.
+_BY_EPOCH = """
+local epoch = tonumber(ARGV[1])
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seen > epoch then
+  return redis.error_reply('FENCED epoch ' .. ARGV[1] .. ' is older than ' .. seen)
+elseif seen < epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+"""
+
+# One asset per pair of keys: blob + manifest + PUBLISH together.
+# KEYS: fence, then blob_i, manifest_i. ARGV: fence arg, channel, n, n manifest field names
+# (besides hash and gen), then per asset: path, blob, hash, n field values.
+# Returns per asset: 0 unchanged, 1 updated, 2 added. `gen` counts an asset's versions.
+# "Unchanged" needs the stored blob to have the manifest's zsize too: a blob that was lost,
+# truncated or replaced by hand is rewritten.
+_UPSERT = """
+local n = tonumber(ARGV[3])
+local stride = 3 + n
+local out = {}
+for a = 0, (#KEYS - 1) / 2 - 1 do
+  local blob_key, manifest_key = KEYS[2 + 2 * a], KEYS[3 + 2 * a]
+  local o = 4 + n + a * stride
+  local old = redis.call('HMGET', manifest_key, 'hash', 'gen', 'zsize')
+  if old[1] == ARGV[o + 2] and redis.call('STRLEN', blob_key) == tonumber(old[3]) then
+    out[a + 1] = 0
+  else
+    redis.call('SET', blob_key, ARGV[o + 1])
+    local fields = {'hash', ARGV[o + 2], 'gen', tonumber(old[2] or '0') + 1}
+    for i = 1, n do
+      fields[#fields + 1] = ARGV[3 + i]
+      fields[#fields + 1] = ARGV[o + 2 + i]
+    end
+    redis.call('HSET', manifest_key, unpack(fields))
+    redis.call('PUBLISH', ARGV[2], ARGV[o])
+    out[a + 1] = old[1] and 1 or 2
+  end
+end
+return out
+"""
+
+# KEYS: fence, then blob_i, manifest_i. ARGV: fence arg, channel, then path_i.
+# Returns per asset the number of keys deleted; publishes only when something went.
+_DELETE = """
+local out = {}
+for a = 0, (#KEYS - 1) / 2 - 1 do
+  local gone = redis.call('DEL', KEYS[2 + 2 * a], KEYS[3 + 2 * a])
+  if gone > 0 then
+    redis.call('PUBLISH', ARGV[2], ARGV[3 + a])
+  end
+  out[a + 1] = gone
+end
+return out
+"""
+
+# Cluster, keys of one asset in two slots: first the blobs (grouped by slot), then manifests
+# and publishes. KEYS: fence, blob_i (one slot). ARGV: epoch, blob_i.
+# Returns per blob 1 when written, 0 when the stored bytes were already these.
+_BLOBS = """
+local out = {}
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then
+    out[i - 1] = 0
+  else
+    redis.call('SET', KEYS[i], ARGV[i])
+    out[i - 1] = 1
+  end
+end
+return out
+"""
+
+# KEYS: fence, manifest_i (one slot). ARGV: epoch, channel, n, n field names, then per asset:
+# path, hash, blob written (0/1), n field values. Returns per asset 0, 1 or 2 as _UPSERT.
+_MANIFESTS = """
+local n = tonumber(ARGV[3])
+local stride = 3 + n
+local out = {}
+for a = 0, #KEYS - 2 do
+  local key = KEYS[2 + a]
+  local o = 4 + n + a * stride
+  local old = redis.call('HMGET', key, 'hash', 'gen')
+  if old[1] == ARGV[o + 1] and ARGV[o + 2] == '0' then
+    out[a + 1] = 0
+  else
+    local fields = {'hash', ARGV[o + 1], 'gen', tonumber(old[2] or '0') + 1}
+    for i = 1, n do
+      fields[#fields + 1] = ARGV[3 + i]
+      fields[#fields + 1] = ARGV[o + 2 + i]
+    end
+    redis.call('HSET', key, unpack(fields))
+    redis.call('PUBLISH', ARGV[2], ARGV[o])
+    out[a + 1] = old[1] and 1 or 2
+  end
+end
+return out
+"""
+
+# Cluster deletes, manifests first (a reader then sees no asset, or a torn pair it retries),
+# then blobs and the publish. KEYS: fence, key_i (one slot). ARGV: epoch, channel, then per
+# key: path, keys of this asset already deleted in the first step (publish if any went).
+# Returns per key 1 when it was deleted.
+_DELETE_KEYS = """
+local out = {}
+for i = 2, #KEYS do
+  local gone = redis.call('DEL', KEYS[i])
+  local o = 3 + 2 * (i - 2)
+  if ARGV[2] ~= '' and gone + tonumber(ARGV[o + 1]) > 0 then
+    redis.call('PUBLISH', ARGV[2], ARGV[o])
+  end
+  out[i - 1] = gone
+end
+return out
+"""
+
+
+def by_token(body: str) -> str:
+    return _BY_TOKEN + body
+
+
+def by_epoch(body: str) -> str:
+    return _BY_EPOCH + body
+
+
+UPSERT = by_token(_UPSERT)
+DELETE = by_token(_DELETE)
+UPSERT_EPOCH = by_epoch(_UPSERT)
+DELETE_EPOCH = by_epoch(_DELETE)
+BLOBS = by_epoch(_BLOBS)
+MANIFESTS = by_epoch(_MANIFESTS)
+DELETE_KEYS = by_epoch(_DELETE_KEYS)
+# Raise the fence of many slots of one node at once (a new leader, before its first commit).
+# KEYS: fence keys. ARGV: epoch. allow-cross-slot-keys: the keys share a node, not a slot.
+RAISE_FENCES = """#!lua flags=allow-cross-slot-keys
+local epoch = tonumber(ARGV[1])
+local refused = 0
+for i = 1, #KEYS do
+  local seen = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if seen < epoch then
+    redis.call('SET', KEYS[i], ARGV[1])
+  elseif seen > epoch then
+    refused = refused + 1
+  end
+end
+return refused
+"""
+
+# Read-only, for a scan: per asset, the stored hash when its manifest was validated under the
+# fingerprint ARGV[1] and its blob has the manifest's size, else ''. One command per chunk
+# instead of two per asset. KEYS: manifest_i, blob_i.
+LOOKUP = """#!lua flags=no-writes
+local out = {}
+for i = 1, #KEYS, 2 do
+  local m = redis.call('HMGET', KEYS[i], 'hash', 'vfp', 'zsize')
+  if m[1] and m[2] == ARGV[1] and tonumber(m[3]) == redis.call('STRLEN', KEYS[i + 1]) then
+    out[#out + 1] = m[1]
+  else
+    out[#out + 1] = ''
+  end
+end
+return out
+"""
+
+# The lease: taken with SET NX, which also counts the acquisition (the epoch, in the lease's
+# slot). KEYS: lease, epoch. ARGV: token, ttl_ms. Returns the new epoch, or 0 when taken.
+ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
+# Renewal and release: only by the holder of the token (Valkey 8.1's SET IFEQ and 9.0's
+# DELIFEQ do the same; a script also works on older servers). KEYS: lease. ARGV: token, ttl_ms.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
