@@ -9,12 +9,13 @@ from collections.abc import Sequence
 
 import orjson
 import redis
+from redis.exceptions import RedisClusterException
 
 from . import oneshot, tree
 from .cli import ExitCode
 from .client import AssetClient, IntegrityError
 from .config import Config
-from .connection import one_line, redact
+from .connection import ValkeyMisconfigured, one_line, redact
 from .messages import Outcome, Plan, Rejected, Result
 from .schemas import Registry
 from .worker import Limits, fingerprint
@@ -26,6 +27,7 @@ EXIT_FOR = {
     Outcome.DONE: ExitCode.OK,
     Outcome.VALKEY_FAILED: ExitCode.VALKEY,
     Outcome.REFUSED: ExitCode.REFUSED,
+    Outcome.MISCONFIGURED: ExitCode.USAGE,
 }
 
 
@@ -98,9 +100,7 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
         sys.stderr.write(f"assetmgr: refused: {problem} (--allow-mass-delete overrides)\n")
         return ExitCode.REFUSED
     progress = oneshot.Progress(sys.stderr.isatty())
-    reads = AssetClient.from_url(cfg.endpoint, timeout=cfg.connect_timeout, keyspace=cfg.keyspace)
-    vfp = fingerprint(registry, limits)
-    lookup = oneshot.ColdAware(lambda paths: reads.expectations(paths, vfp))
+    lookup = _stored_hashes(cfg, fingerprint(registry, limits))
     result = oneshot.hydrate(
         cfg.root,
         registry,
@@ -124,10 +124,24 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
         f"{seconds:.2f}s ({rate:,.0f}/s): {counts}"
     )
     if report.outcome is not Outcome.DONE:
-        prefix = "refused" if report.outcome is Outcome.REFUSED else "error"
+        prefix = {Outcome.REFUSED: "refused", Outcome.MISCONFIGURED: "configuration error"}.get(
+            report.outcome, "error"
+        )
         sys.stderr.write(f"assetmgr: {prefix}: {report.error}\n")
         return EXIT_FOR[report.outcome]
     return ExitCode.INVALID if plan.invalid else ExitCode.OK
+
+
+def _stored_hashes(cfg: Config, vfp: str) -> oneshot.Lookup:
+    """The scan's hint of what Valkey holds; none when Valkey cannot be asked (the writer
+    reports why)."""
+    try:
+        reads = AssetClient.from_url(
+            cfg.endpoint, timeout=cfg.connect_timeout, keyspace=cfg.keyspace
+        )
+    except VALKEY_ERRORS:
+        return oneshot.ColdAware(lambda paths: {})
+    return oneshot.ColdAware(lambda paths: reads.expectations(paths, vfp))
 
 
 def _plan_text(plan: Plan) -> str:
@@ -148,11 +162,13 @@ def _plan_text(plan: Plan) -> str:
 
 
 def get(cfg: Config, path: str) -> int:
-    client = AssetClient.from_url(cfg.endpoint, timeout=cfg.connect_timeout, keyspace=cfg.keyspace)
     try:
+        client = AssetClient.from_url(
+            cfg.endpoint, timeout=cfg.connect_timeout, keyspace=cfg.keyspace
+        )
         asset = client.get(path)
-    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as e:
-        return _unreachable(cfg, e)
+    except VALKEY_ERRORS as e:
+        return _valkey_failed(cfg, e)
     except IntegrityError as e:
         sys.stderr.write(f"assetmgr: {e}\n")
         return ExitCode.VALKEY
@@ -169,8 +185,8 @@ def status(cfg: Config, registry: Registry, limits: Limits) -> int:
 
     try:
         drift = compare(cfg, registry, limits)
-    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as e:
-        return _unreachable(cfg, e)
+    except VALKEY_ERRORS as e:
+        return _valkey_failed(cfg, e)
     if cfg.values.get("format") == "json":
         sys.stdout.write(orjson.dumps(drift.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -178,7 +194,18 @@ def status(cfg: Config, registry: Registry, limits: Limits) -> int:
     return ExitCode.OK if drift.synced else ExitCode.INVALID
 
 
-def _unreachable(cfg: Config, error: BaseException) -> int:
+# What a read-only command can meet: unreachable, refused (a cluster that is down, an ACL),
+# or not the topology the settings name.
+VALKEY_ERRORS = (redis.RedisError, RedisClusterException, ValkeyMisconfigured)
+
+
+def _valkey_failed(cfg: Config, error: BaseException) -> int:
     reason = one_line(error)
+    if isinstance(error, ValkeyMisconfigured):
+        sys.stderr.write(f"assetmgr: configuration error: {reason}\n")
+        return ExitCode.USAGE
+    if isinstance(error, redis.ResponseError):
+        sys.stderr.write(f"assetmgr: Valkey at {redact(cfg.valkey_url)} refused: {reason}\n")
+        return ExitCode.VALKEY
     sys.stderr.write(f"assetmgr: cannot reach Valkey at {redact(cfg.valkey_url)}: {reason}\n")
     return ExitCode.VALKEY

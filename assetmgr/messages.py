@@ -143,6 +143,7 @@ class Outcome(enum.Enum):
     DONE = "done"
     VALKEY_FAILED = "valkey_failed"  # unreachable, or refused a command
     REFUSED = "refused"  # a safety guard (mass delete) or the lease (busy, lost, fenced)
+    MISCONFIGURED = "misconfigured"  # Valkey is not the topology the settings name
 
 
 class ReportKind(enum.Enum):

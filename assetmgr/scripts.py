@@ -150,21 +150,9 @@ DELETE_EPOCH = by_epoch(_DELETE)
 BLOBS = by_epoch(_BLOBS)
 MANIFESTS = by_epoch(_MANIFESTS)
 DELETE_KEYS = by_epoch(_DELETE_KEYS)
-# Raise the fence of many slots of one node at once (a new leader, before its first commit).
-# KEYS: fence keys. ARGV: epoch. allow-cross-slot-keys: the keys share a node, not a slot.
-RAISE_FENCES = """#!lua flags=allow-cross-slot-keys
-local epoch = tonumber(ARGV[1])
-local refused = 0
-for i = 1, #KEYS do
-  local seen = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if seen < epoch then
-    redis.call('SET', KEYS[i], ARGV[1])
-  elseif seen > epoch then
-    refused = refused + 1
-  end
-end
-return refused
-"""
+# Raise one slot's fence to our epoch (a new leader, for every slot, before its first commit).
+# KEYS: fence. ARGV: epoch.
+RAISE_FENCE = by_epoch("return 0")
 
 # Read-only, for a scan: per asset, the stored hash when its manifest was validated under the
 # fingerprint ARGV[1] and its blob has the manifest's size, else ''. One command per chunk

@@ -89,8 +89,9 @@ class Store:
             [results[p] for p, _, _ in assets], [results[p] for p in deletes], acked=step.acked
         )
 
-    def raise_fences(self, lease: Lease) -> None:
+    def raise_fences(self, lease: Lease) -> str | None:
         """A new leader's first step; on one server the lease token is the fence already."""
+        return None
 
     def node_of(self, key: str) -> Any:
         return None  # one server: WAIT goes on the pipeline's own connection
@@ -167,6 +168,7 @@ class Step:
         return {
             name: int(value)
             for names, reply in zip(self.names, replies, strict=False)
+            if names
             for name, value in zip(names, reply, strict=True)
         }
 
@@ -252,16 +254,14 @@ class ClusterStore(Store):
     def _blob_of(self, asset: Asset) -> str:
         return self.ks.blob(asset[0])
 
-    def raise_fences(self, lease: Lease) -> None:
-        """Raise every slot's fence to our epoch, node by node, before the first commit."""
-        by_node: dict[Any, list[str]] = defaultdict(list)
+    def raise_fences(self, lease: Lease) -> str | None:
+        """Raise every slot's fence to our epoch before the first commit: one call per slot,
+        one round trip per node. A fence already higher (a newer leader) is returned."""
+        step = Step(self)
         for slot in range(SLOTS):
-            by_node[self.client.nodes_manager.get_node_from_slot(slot)].append(self.ks.fence(slot))
-        for node, keys in by_node.items():
-            conn = self.client.get_redis_connection(node)
-            for i in range(0, len(keys), 4096):
-                part = keys[i : i + 4096]
-                conn.eval(scripts.RAISE_FENCES, len(part), *part, lease.epoch_fence)
+            step.call(scripts.RAISE_FENCE, [self.ks.fence(slot)], [lease.epoch_fence], [])
+        step.run()
+        return step.fenced
 
     def lookup(self, paths: Sequence[str], vfp: str) -> list[str]:
         """Per path, two reads grouped by node (one round trip each): the manifest's hash,
@@ -291,6 +291,7 @@ WRITE_SCRIPTS = (
     scripts.BLOBS,
     scripts.MANIFESTS,
     scripts.DELETE_KEYS,
+    scripts.RAISE_FENCE,
 )
 
 

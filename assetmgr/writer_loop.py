@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from . import logs, metrics
-from .connection import Client, Link, ValkeyUnavailable, one_line
+from .connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
 from .lease import Lease
 from .messages import (
     Accepted,
@@ -100,15 +100,24 @@ class WriterLoop:
         if not self.lease.acquire(now):
             self.lease.next_renew = now + min(self.lease.renew_every, 0.5)
             return
-        self._took_lease()
-        if self.needs_rescan:
+        if self._took_lease() and self.needs_rescan:
             self._request_rescan("took over the writer lease")
 
-    def _took_lease(self) -> None:
-        self.writer.store.raise_fences(self.lease)  # before the first commit (scripts.py)
+    def _took_lease(self) -> bool:
+        """Fence out older writers before the first commit (scripts.py); False when a newer
+        one has already fenced us."""
+        newer = self.writer.store.raise_fences(self.lease)
+        if newer:
+            self._step_down(f"a newer writer holds the fences: {newer}")
+            return False
         metrics.LEADER.set(1)
-        log.info("holding the writer lease", extra={"holder": self.lease.token.rsplit(":", 1)[0]})
+        log.log(
+            logging.DEBUG if self.opts.oneshot else logging.INFO,
+            "holding the writer lease",
+            extra={"holder": self.lease.token.rsplit(":", 1)[0], "epoch": self.lease.epoch},
+        )
         self._report(ReportKind.ROLE)
+        return True
 
     def _step_down(self, why: str) -> None:
         holder = self.lease.holder()
@@ -308,6 +317,8 @@ class WriterLoop:
                 self.step()
         except ValkeyUnavailable as e:
             return Report(self.plan, Outcome.VALKEY_FAILED, str(e))
+        except ValkeyMisconfigured as e:
+            return Report(self.plan, Outcome.MISCONFIGURED, str(e))
         except redis.RedisError as e:  # refused outside a batch (the lease under OOM, …)
             return Report(
                 self.plan, Outcome.VALKEY_FAILED, f"Valkey refused a command: {one_line(e)}"
@@ -322,7 +333,7 @@ class WriterLoop:
 
     def _oneshot_lease(self) -> None:
         if self.lease.wait(self.opts.wait_lease):
-            self.writer.store.raise_fences(self.lease)
+            self._took_lease()
             return
         holder = self.lease.holder()
         self._stop(
@@ -375,6 +386,9 @@ def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     report = WriterLoop(inbox, outbox, opts).run()
     _send(outbox.send, report)
+    if report.outcome is Outcome.MISCONFIGURED:
+        log.error("configuration error: %s", report.error)
+        raise SystemExit(2)  # the supervisor's boot-error code: restarting would not help
 
 
 def _send(send: Callable[[Any], None], report: Report) -> None:
