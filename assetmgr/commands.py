@@ -15,7 +15,7 @@ from . import oneshot, tree
 from .cli import ExitCode
 from .client import AssetClient, IntegrityError
 from .config import Config
-from .connection import ValkeyMisconfigured, one_line, redact
+from .connection import ValkeyMisconfigured, checked, one_line, redact
 from .messages import Outcome, Plan, Rejected, Result
 from .schemas import Registry
 from .worker import Limits, fingerprint
@@ -163,10 +163,8 @@ def _plan_text(plan: Plan) -> str:
 
 def get(cfg: Config, path: str) -> int:
     try:
-        client = AssetClient.from_url(
-            cfg.endpoint, timeout=cfg.connect_timeout, keyspace=cfg.keyspace
-        )
-        asset = client.get(path)
+        client = checked(cfg.endpoint, cfg.connect_timeout, "assetmgr-client")
+        asset = AssetClient(client, keyspace=cfg.keyspace).get(path)
     except VALKEY_ERRORS as e:
         return _valkey_failed(cfg, e)
     except IntegrityError as e:

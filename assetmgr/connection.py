@@ -188,6 +188,16 @@ def connect(
     return single
 
 
+def checked(endpoint: Endpoint, timeout: float, client_name: str = "assetmgr") -> Client:
+    """A client for a one-shot command, after the checks the writer makes: reachable, the
+    topology the settings name (ValkeyMisconfigured), a cluster that is up."""
+    client = connect(endpoint, timeout=timeout, client_name=client_name)
+    trouble = unusable(client)
+    if trouble:
+        raise redis.ConnectionError(trouble)
+    return client
+
+
 def unusable(client: Client) -> str | None:
     """Why a connected client cannot be written through, or None: a cluster that is down
     (`cluster_state:fail`), a server that is a cluster node while cluster mode is off."""

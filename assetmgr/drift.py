@@ -10,7 +10,7 @@ import zstandard
 
 from . import oneshot, tree
 from .config import Config
-from .connection import connect
+from .connection import checked
 from .messages import Accepted, Rejected, Result
 from .schemas import Registry
 from .store import Store, open_store
@@ -66,8 +66,7 @@ def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
     def keep(results: Sequence[Result]) -> None:
         disk.update((r.path, r) for r in results if isinstance(r, Accepted | Rejected))
 
-    client = connect(cfg.endpoint, timeout=cfg.connect_timeout)
-    client.ping()
+    client = checked(cfg.endpoint, cfg.connect_timeout)
     ks = cfg.keyspace
     store = open_store(client, ks)
     progress = oneshot.Progress(False)

@@ -386,7 +386,7 @@ def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     report = WriterLoop(inbox, outbox, opts).run()
     _send(outbox.send, report)
-    if report.outcome is Outcome.MISCONFIGURED:
+    if report.outcome is Outcome.MISCONFIGURED and not opts.oneshot:
         log.error("configuration error: %s", report.error)
         raise SystemExit(2)  # the supervisor's boot-error code: restarting would not help
 
