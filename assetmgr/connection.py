@@ -246,6 +246,9 @@ def _sentinel_primary(url: str, kwargs: dict[str, Any]) -> redis.Redis:
         if address is None:
             raise ValkeyMisconfigured(f"sentinel {host}:{port} knows no master {parts.master!r}")
         break
+    else:
+        listed = ",".join(f"{h}:{p}" for h, p in parts.sentinels)
+        raise redis.ConnectionError(f"no sentinel answered ({listed})")
     return sentinel.master_for(parts.master, **node_kwargs)
 
 

@@ -179,6 +179,11 @@ class ClusterStore(Store):
     def node_of(self, key: str) -> Any:
         return self.client.get_node_from_key(key)
 
+    def load_scripts(self) -> None:
+        """On every node, replicas too: a promoted replica can run them at once."""
+        for script in WRITE_SCRIPTS:
+            self.client.execute_command("SCRIPT LOAD", script, target_nodes=RedisCluster.ALL_NODES)
+
     def _commit(self, assets: Sequence[Asset], deletes: Sequence[str], lease: Lease) -> Committed:
         """Pairs in one slot (the hashtag layout) in one step; split pairs blobs first, then
         manifests with the publish; deletes manifests first. One round trip per node a step."""

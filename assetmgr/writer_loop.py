@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import redis
+from redis.exceptions import ClusterError, RedisClusterException
 
 from . import logs, metrics
 from .connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
@@ -41,6 +42,8 @@ log = logging.getLogger("assetmgr.writer")
 MARKER_CHECK = 2.0  # seconds between checks that Valkey still holds our last sync
 PENDING_MAX_BYTES = 128 * 1024**2
 REFUSED_PAUSE = 1.0  # seconds before a write Valkey refused (OOM, ACL) is tried again
+# Errors after which the batch is retried on a fresh connection.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException)
 UNACKED_PAUSE = 0.2  # seconds before a batch too few replicas acknowledged is sent again
 
 
@@ -343,13 +346,13 @@ class WriterLoop:
     def step(self) -> None:
         self.receive(0.05 if self.pending else 0.2)
         now = time.monotonic()
-        if not self.link.online:
-            client = self.link.retry(now)
-            if client is None:
-                metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
-                return
-            self._online(client)
         try:
+            if not self.link.online:
+                client = self.link.retry(now)
+                if client is None:
+                    metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
+                    return
+                self._online(client)
             if not self.opts.dry_run:
                 self.tick_lease(now)
             if self.leader:
@@ -363,9 +366,11 @@ class WriterLoop:
                 raise ValkeyUnavailable(f"Valkey refused the write: {one_line(e)}") from None
             log.error("Valkey refused the write, retrying: %s", one_line(e))
             self.paused_until = now + REFUSED_PAUSE
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except TRANSIENT as e:
             # The cut batch stays pending and is sent again whole on a new connection (the
             # commit scripts are idempotent); a one-shot run gives up after connect_timeout.
+            # In a cluster, a failover or a slot migration that outlasts redis-py's own
+            # retries ("TTL exhausted") is the same: reconnect, which re-reads the slot map.
             self.link.lost(f"lost the Valkey connection: {one_line(e)}", now)
             if self.opts.oneshot:
                 self._online(self.link.wait_online(time.monotonic() + self.opts.connect_timeout))
