@@ -17,10 +17,11 @@ SUFFIX = ".json"
 
 def is_ignored(path: str) -> bool:
     """True when any component of the relative POSIX `path` hides it."""
-    return any(_hidden(part) for part in path.split("/"))
+    return any(hidden(part) for part in path.split("/"))
 
 
-def _hidden(name: str) -> bool:
+def hidden(name: str) -> bool:
+    """Does this one path component hide itself and everything under it?"""
     return name.startswith((".", "#")) or name.endswith("~")
 
 
@@ -68,7 +69,7 @@ def walk(
         prefix = rel + "/" if rel else ""
         for entry in entries:
             name = entry.name
-            if _hidden(name):
+            if hidden(name):
                 continue
             if _is_dir(entry):
                 if entry.is_symlink():

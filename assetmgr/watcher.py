@@ -18,7 +18,7 @@ from inotify_simple import flags as F
 
 from . import metrics, tree
 
-log = logging.getLogger("assetmgr.reader")
+log = logging.getLogger("assetmgr.watcher")
 
 MASK = (
     F.CREATE
@@ -119,7 +119,8 @@ class Watches:
             metrics.EVENTS.labels("overflow").inc()
             return [Change(OVERFLOW)]
         if wd == self.schemas_wd and wd != -1:
-            return [Change(SCHEMAS)] if name.endswith(".json") else []
+            # Any JSON file: a schema, or a document a schema refers to.
+            return [Change(SCHEMAS)] if name.endswith(tree.SUFFIX) else []
         if mask & F.IGNORED:
             for rel in self.by_wd.pop(wd, set()):
                 if self.by_dir.get(rel) == wd:
@@ -135,7 +136,7 @@ class Watches:
 
 
 def _changes(root: str, path: str, name: str, mask: int) -> list[Change]:
-    if name.startswith((".", "#")) or name.endswith("~"):
+    if tree.hidden(name):
         # Hidden itself, but a swapped hidden directory or symlink (Kubernetes `..data`,
         # an atomic symlink flip) changes what the visible symlinks next to it resolve to.
         # A dangling one (an emacs `.#name` lock) changes nothing: no rescan for it.
@@ -158,7 +159,7 @@ def _changes(root: str, path: str, name: str, mask: int) -> list[Change]:
         # Could have been a symlink to a directory: dropping a subtree that is not there is free.
         return (
             [Change(DIR_OUT, path), Change(GONE, path)]
-            if not path.endswith(".json")
+            if not path.endswith(tree.SUFFIX)
             else [Change(GONE, path)]
         )
     if not path.endswith(tree.SUFFIX):
