@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
@@ -23,19 +23,7 @@ from .client import AssetClient
 from .messages import Delete, Finish, Missing, Result, SyncPoint
 from .pool import Pool
 from .schemas import Registry, SchemaError
-from .watcher import (
-    DIR_IN,
-    DIR_OUT,
-    DIRTY,
-    GONE,
-    OVERFLOW,
-    RESCAN_DIR,
-    ROOT_LOST,
-    SCHEMAS,
-    SETTLE,
-    Change,
-    Watches,
-)
+from .watcher import Change, Kind, Watches
 from .worker import Limits, fingerprint
 
 log = logging.getLogger("assetmgr.reader")
@@ -104,6 +92,17 @@ class Reader:
         self._outbox: list[object] = []
         self.control: Connection | None = None  # to tell the supervisor about alarms
         self._told: dict[str, object] = {}
+        self._on: dict[Kind, Callable[[str, float], None]] = {
+            Kind.DIRTY: lambda path, now: self.mark_dirty(path),
+            Kind.SETTLE: self._settle,
+            Kind.GONE: self.mark_gone,
+            Kind.DIR_IN: self.scan_dir,
+            Kind.DIR_OUT: self.drop_dir,
+            Kind.RESCAN_DIR: self.scan_dir,
+            Kind.OVERFLOW: self._overflow,
+            Kind.ROOT_LOST: lambda path, now: self._lose_root(now),
+            Kind.SCHEMAS: self._schemas_changed,
+        }
 
     # -- sequence and marking -------------------------------------------------------------
 
@@ -221,28 +220,19 @@ class Reader:
 
     def handle(self, changes: Iterable[Change], now: float) -> None:
         for change in changes:
-            kind, path = change.kind, change.path
-            if kind == ROOT_LOST:
-                self._lose_root(now)
-            elif self.root_lost:
+            if self.root_lost and change.kind is not Kind.ROOT_LOST:
                 continue
-            elif kind == OVERFLOW:
-                log.warning("inotify queue overflow; rescanning everything")
-                self.full_scan("overflow", now)
-            elif kind == DIRTY:
-                self.mark_dirty(path)
-            elif kind == SETTLE:
-                self.settling[path] = now + self.opts.settle
-            elif kind == GONE:
-                self.mark_gone(path, now)
-            elif kind == DIR_IN:
-                self.scan_dir(path, now)
-            elif kind == DIR_OUT:
-                self.drop_dir(path, now)
-            elif kind == RESCAN_DIR:
-                self.scan_dir(path, now)
-            elif kind == SCHEMAS:
-                self.schemas_changed_at = now
+            self._on[change.kind](change.path, now)
+
+    def _overflow(self, path: str, now: float) -> None:
+        log.warning("inotify queue overflow; rescanning everything")
+        self.full_scan("overflow", now)
+
+    def _settle(self, path: str, now: float) -> None:
+        self.settling[path] = now + self.opts.settle
+
+    def _schemas_changed(self, path: str, now: float) -> None:
+        self.schemas_changed_at = now
 
     def take_results(self, results: Iterable[Result], now: float) -> None:
         for result in results:

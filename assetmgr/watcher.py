@@ -8,6 +8,7 @@ becomes a `Change` naming a path whose disk state the reader must look at again.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import logging
 import os
@@ -34,21 +35,24 @@ MASK = (
     | F.EXCL_UNLINK
 )
 
-# What a change asks of the reader.
-DIRTY = "dirty"  # complete content on disk now: read it
-SETTLE = "settle"  # being written: read once closed, or after a quiet period
-GONE = "gone"  # maybe deleted: confirm against the disk after the hold
-DIR_IN = "dir_in"  # a directory (or a symlink to one) appeared: watch it, then scan it
-DIR_OUT = "dir_out"  # a directory went away: drop its watches and its assets
-RESCAN_DIR = "rescan_dir"  # a hidden entry was swapped (Kubernetes ..data): rescan the dir
-OVERFLOW = "overflow"  # the kernel queue overflowed: full rescan
-ROOT_LOST = "root_lost"  # the root itself was deleted, moved or unmounted
-SCHEMAS = "schemas"  # something changed in the schemas directory
+
+class Kind(enum.Enum):
+    """What a change asks of the reader."""
+
+    DIRTY = "dirty"  # complete content on disk now: read it
+    SETTLE = "settle"  # being written: read once closed, or after a quiet period
+    GONE = "gone"  # maybe deleted: confirm against the disk after the hold
+    DIR_IN = "dir_in"  # a directory (or a symlink to one) appeared: watch it, then scan it
+    DIR_OUT = "dir_out"  # a directory went away: drop its watches and its assets
+    RESCAN_DIR = "rescan_dir"  # a hidden entry was swapped (Kubernetes ..data): rescan the dir
+    OVERFLOW = "overflow"  # the kernel queue overflowed: full rescan
+    ROOT_LOST = "root_lost"  # the root itself was deleted, moved or unmounted
+    SCHEMAS = "schemas"  # something changed in the schemas directory
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    kind: str
+    kind: Kind
     path: str = ""
 
 
@@ -117,10 +121,10 @@ class Watches:
     def _decode(self, wd: int, mask: int, name: str) -> list[Change]:
         if mask & F.Q_OVERFLOW:
             metrics.EVENTS.labels("overflow").inc()
-            return [Change(OVERFLOW)]
+            return [Change(Kind.OVERFLOW)]
         if wd == self.schemas_wd and wd != -1:
             # Any JSON file: a schema, or a document a schema refers to.
-            return [Change(SCHEMAS)] if name.endswith(tree.SUFFIX) else []
+            return [Change(Kind.SCHEMAS)] if name.endswith(tree.SUFFIX) else []
         if mask & F.IGNORED:
             for rel in self.by_wd.pop(wd, set()):
                 if self.by_dir.get(rel) == wd:
@@ -129,7 +133,7 @@ class Watches:
         dirs = self.by_wd.get(wd, set())
         if not name:  # the watched directory itself
             if mask & (F.DELETE_SELF | F.MOVE_SELF | F.UNMOUNT) and "" in dirs:
-                return [Change(ROOT_LOST)]
+                return [Change(Kind.ROOT_LOST)]
             return []
         metrics.EVENTS.labels(_kind(mask)).inc()
         return [c for d in dirs for c in _changes(self.root, tree.join(d, name), name, mask)]
@@ -144,32 +148,32 @@ def _changes(root: str, path: str, name: str, mask: int) -> list[Change]:
         if mask & (F.MOVED_TO | F.CREATE) and (
             mask & F.ISDIR or (os.path.islink(full) and os.path.exists(full))
         ):
-            return [Change(RESCAN_DIR, tree.parent(path))]
+            return [Change(Kind.RESCAN_DIR, tree.parent(path))]
         return []
     if mask & F.ISDIR:
         if mask & (F.CREATE | F.MOVED_TO):
-            return [Change(DIR_IN, path)]
+            return [Change(Kind.DIR_IN, path)]
         if mask & (F.DELETE | F.MOVED_FROM):
-            return [Change(DIR_OUT, path)]
+            return [Change(Kind.DIR_OUT, path)]
         return []
     full = os.path.join(root, path)
     if mask & (F.CREATE | F.MOVED_TO) and os.path.islink(full) and os.path.isdir(full):
-        return [Change(DIR_IN, path)]  # `ln -sfn releases/8 current`
+        return [Change(Kind.DIR_IN, path)]  # `ln -sfn releases/8 current`
     if mask & (F.DELETE | F.MOVED_FROM):
         # Could have been a symlink to a directory: dropping a subtree that is not there is free.
         return (
-            [Change(DIR_OUT, path), Change(GONE, path)]
+            [Change(Kind.DIR_OUT, path), Change(Kind.GONE, path)]
             if not path.endswith(tree.SUFFIX)
-            else [Change(GONE, path)]
+            else [Change(Kind.GONE, path)]
         )
     if not path.endswith(tree.SUFFIX):
         return []
     if mask & (F.CLOSE_WRITE | F.MOVED_TO | F.ATTRIB):
-        return [Change(DIRTY, path)]
+        return [Change(Kind.DIRTY, path)]
     if mask & F.CREATE:
-        return [Change(DIRTY if os.path.islink(full) else SETTLE, path)]
+        return [Change(Kind.DIRTY if os.path.islink(full) else Kind.SETTLE, path)]
     if mask & F.MODIFY:
-        return [Change(SETTLE, path)]
+        return [Change(Kind.SETTLE, path)]
     return []
 
 
