@@ -14,11 +14,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
-from . import metrics, schemas, tree
+from . import metrics, schemas, tree, watcher
 from .client import AssetClient
 from .messages import Delete, Finish, Missing, Result, SyncPoint
 from .pool import Pool
@@ -35,7 +35,6 @@ ROOT_POLL = 1.0
 # was noticed, so a burst makes a few writes instead of one per worker round trip.
 BURST_QUIET = 0.05
 BURST_MAX = 1.0
-LOOKUP_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -141,51 +140,52 @@ class Reader:
         metrics.RESCANS.labels(reason).inc()
         log.info("full scan", extra={"reason": reason})
         scan = FullScan(time.monotonic_ns(), reason=reason)
+        with self._lookup() as lookup:
+            scan.found = self._list("", now, lookup)
+        scan.awaiting = set(scan.found)
         self.scan = scan
         assert self.watches is not None
-        found = list(tree.walk(self.root, on_dir=self.watches.add))
-        scan.found.update(found)
-        scan.awaiting.update(found)
-        reads = self._reads()
-        for i in range(0, len(found), LOOKUP_CHUNK):
-            chunk = found[i : i + LOOKUP_CHUNK]
-            known = reads.expectations(chunk, self.vfp) if reads else {}
-            for path in chunk:
-                self.mark_dirty(path, known.get(path))
-        if reads is not None:
-            reads.client.close()
-        for path in self.known - scan.found:
-            self.mark_gone(path, now)
         self.next_reconcile = now + (
             min(LIMITED_RESCAN, self.opts.reconcile_interval or LIMITED_RESCAN)
             if self.watches.limit_hit
             else self.opts.reconcile_interval or 1e12
         )
 
-    def _reads(self) -> AssetClient | None:
+    @contextlib.contextmanager
+    def _lookup(self) -> Iterator[tree.Lookup]:
         """A read-only client for one scan's lookups of the stored hashes, so a reconcile only
         hashes unchanged files. The reader never writes to Valkey."""
         if not self.opts.valkey_url:
-            return None
-        return AssetClient.from_url(
+            yield tree.no_lookup
+            return
+        reads = AssetClient.from_url(
             self.opts.valkey_url, password=self.opts.password, prefix=self.opts.prefix
         )
+        try:
+            yield lambda paths: reads.expectations(paths, self.vfp)
+        finally:
+            reads.client.close()
+
+    def _list(self, rel: str, now: float, lookup: tree.Lookup = tree.no_lookup) -> set[str]:
+        """Watch and list `rel`: what is there is read, what is known but not there may be gone."""
+        assert self.watches is not None
+        found: set[str] = set()
+        for chunk, stored in self.watches.scan(rel, lookup):
+            found.update(chunk)
+            for path in chunk:
+                self.mark_dirty(path, stored.get(path))
+        for path in watcher.gone(self.known, found, rel):
+            self.mark_gone(path, now)
+        return found
 
     def scan_dir(self, rel: str, now: float) -> None:
         """A directory appeared (or was swapped): watch it, list it, forget what is not there."""
-        assert self.watches is not None
-        found = set(tree.walk(self.root, rel, on_dir=self.watches.add))
-        for path in found:
-            self.mark_dirty(path)
-        prefix = rel + "/" if rel else ""
-        for path in [p for p in self.known if p.startswith(prefix) and p not in found]:
-            self.mark_gone(path, now)
+        self._list(rel, now)
 
     def drop_dir(self, rel: str, now: float) -> None:
         assert self.watches is not None
         self.watches.drop(rel)
-        prefix = rel + "/"
-        for path in [p for p in self.known if p.startswith(prefix)]:
+        for path in watcher.below(self.known, rel):
             self.mark_gone(path, now)
 
     # -- root -------------------------------------------------------------------------------

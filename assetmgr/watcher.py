@@ -1,8 +1,10 @@
-"""inotify watches on every directory of the tree, and raw events turned into changes.
+"""inotify watches on every directory of the tree, raw events turned into changes, and scans.
 
 A watch is on an inode, so one watch can stand for several paths (a directory and the symlinks
 to it inside the root); events on it are fanned out to every alias. Events are hints: each
-becomes a `Change` naming a path whose disk state the reader must look at again.
+becomes a `Change` naming a path whose disk state the reader must look at again. A scan puts
+each directory's watch in place before listing it, so nothing created meanwhile is missed;
+`gone` and `below` say which known paths a scan or a vanished directory leaves behind.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import enum
 import errno
 import logging
 import os
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 
 from inotify_simple import INotify
@@ -20,6 +23,8 @@ from inotify_simple import flags as F
 from . import metrics, tree
 
 log = logging.getLogger("assetmgr.watcher")
+
+SCAN_CHUNK = 1000  # paths per stored-hash lookup in a daemon scan
 
 MASK = (
     F.CREATE
@@ -112,6 +117,13 @@ class Watches:
         for name in [d for d in self.by_dir if d == rel or d.startswith(prefix) or rel == ""]:
             self._unalias(self.by_dir.pop(name), name)
 
+    def scan(
+        self, start: str = "", lookup: tree.Lookup = tree.no_lookup
+    ) -> Iterator[tuple[list[str], dict[str, str]]]:
+        """Walk `start` with every directory watched before it is listed, in chunks of paths
+        with what Valkey holds for them (`tree.chunks`, the driver `hydrate` uses too)."""
+        return tree.chunks(self.root, start, self.add, lookup, SCAN_CHUNK)
+
     def read(self) -> list[Change]:
         changes: list[Change] = []
         for event in self.inotify.read(timeout=0):
@@ -137,6 +149,19 @@ class Watches:
             return []
         metrics.EVENTS.labels(_kind(mask)).inc()
         return [c for d in dirs for c in _changes(self.root, tree.join(d, name), name, mask)]
+
+
+def below(paths: Iterable[str], rel: str) -> list[str]:
+    """The `paths` inside directory `rel`; all of them for the root ("")."""
+    if not rel:
+        return list(paths)
+    prefix = rel + "/"
+    return [p for p in paths if p.startswith(prefix)]
+
+
+def gone(known: Iterable[str], found: Container[str], rel: str = "") -> list[str]:
+    """The `known` paths inside `rel` that a scan of `rel` did not find."""
+    return [p for p in below(known, rel) if p not in found]
 
 
 def _changes(root: str, path: str, name: str, mask: int) -> list[Change]:
