@@ -57,20 +57,13 @@ class Progress:
         sys.stderr.flush()
 
 
-Lookup = Callable[[Sequence[str]], dict[str, str]]
-
-
-def _no_lookup(paths: Sequence[str]) -> dict[str, str]:
-    return {}
-
-
 class ColdAware:
     """A lookup that stops asking once a few thousand paths in a row had nothing stored: the
     tree is being loaded cold, and the round trips would only cost. A hint either way."""
 
     MISSES = 4
 
-    def __init__(self, lookup: Lookup) -> None:
+    def __init__(self, lookup: tree.Lookup) -> None:
         self.lookup = lookup
         self.empty_chunks = 0
 
@@ -89,7 +82,7 @@ def scan(
     workers: int,
     sink: Callable[[Sequence[Result]], None],
     progress: Progress,
-    lookup: Lookup = _no_lookup,
+    lookup: tree.Lookup = tree.no_lookup,
 ) -> Scan:
     """Walk `root`, evaluate every candidate in the pool, hand each batch of results to `sink`.
 
@@ -103,15 +96,10 @@ def scan(
     pool.start()
     done = 0
     try:
-        chunk: list[str] = []
-        for path in tree.walk(root):
-            found.paths.add(path)
-            chunk.append(path)
-            if len(chunk) >= SUBMIT_CHUNK:
-                _submit(pool, chunk, seq, lookup)
-                chunk = []
-                done += _collect(pool, found, sink, 0)
-        _submit(pool, chunk, seq, lookup)
+        for chunk, stored in tree.chunks(root, lookup=lookup, size=SUBMIT_CHUNK):
+            found.paths.update(chunk)
+            pool.submit([(path, seq, stored.get(path)) for path in chunk])
+            done += _collect(pool, found, sink, 0)
         while pool.pending:
             done += _collect(pool, found, sink, 1.0)
             progress.update(done, len(found.paths))
@@ -120,11 +108,6 @@ def scan(
     progress.update(done, len(found.paths), final=True)
     found.seconds = time.monotonic() - started
     return found
-
-
-def _submit(pool: Pool, paths: list[str], seq: int, lookup: Lookup) -> None:
-    known = lookup(paths)
-    pool.submit([(path, seq, known.get(path)) for path in paths])
 
 
 def _collect(
@@ -156,7 +139,7 @@ def hydrate(
     opts: WriterOptions,
     prune: bool,
     progress: Progress,
-    lookup: Lookup = _no_lookup,
+    lookup: tree.Lookup = tree.no_lookup,
 ) -> HydrateResult:
     """Scan, commit through a writer process, prune; the writer's report says how it went."""
     # Forked: this process is single-threaded here, and a fork skips a fresh interpreter's

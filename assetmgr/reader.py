@@ -1,9 +1,8 @@
 """The reader process: turns file events and scans into tasks, and results into writes.
 
-Per path it keeps a sequence number (the CLOCK_MONOTONIC ns at which it was marked dirty, so
-it doubles as the event time for the propagation metric), at most one task in flight (events
-that arrive meanwhile coalesce into one re-read), a settle deadline for files still being
-written, and a hold for deletes, which are confirmed against the disk before they are sent.
+The per-path decisions (sequence numbers, one read in flight, bursts, settling, delete holds)
+are `schedule.Schedule`'s; the scans are `watcher.Watches.scan`. This is the shell around them:
+it waits on inotify and the pool, feeds both to the schedule, and sends what it decided.
 `step(now)` is one loop iteration with an injectable clock (STYLE §7).
 """
 
@@ -14,40 +13,24 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
-from . import metrics, schemas, tree
+from . import metrics, schemas, tree, watcher
 from .client import AssetClient
-from .messages import Delete, Finish, Missing, Result, SyncPoint
+from .messages import Finish, Missing, Result, SyncPoint
 from .pool import Pool
+from .schedule import Schedule
 from .schemas import Registry, SchemaError
-from .watcher import (
-    DIR_IN,
-    DIR_OUT,
-    DIRTY,
-    GONE,
-    OVERFLOW,
-    RESCAN_DIR,
-    ROOT_LOST,
-    SCHEMAS,
-    SETTLE,
-    Change,
-    Watches,
-)
+from .watcher import Change, Kind, Watches
 from .worker import Limits, fingerprint
 
 log = logging.getLogger("assetmgr.reader")
 
 LIMITED_RESCAN = 30.0  # seconds between full rescans while the watch limit is hit
 ROOT_POLL = 1.0
-# A path rewritten while it was being read is in a burst (a shell loop, a log-style writer):
-# read it again once it has been quiet this long, or at the latest BURST_MAX after the burst
-# was noticed, so a burst makes a few writes instead of one per worker round trip.
-BURST_QUIET = 0.05
-BURST_MAX = 1.0
-LOOKUP_CHUNK = 1000
+SCHEMAS_QUIET = 0.2  # seconds without schema events before a reload
 
 
 @dataclass(frozen=True)
@@ -79,58 +62,41 @@ class FullScan:
 
 
 class Reader:
-    def __init__(self, opts: ReaderOptions, registry: Registry, to_writer: Connection) -> None:
+    def __init__(
+        self,
+        opts: ReaderOptions,
+        registry: Registry,
+        to_writer: Connection,
+        control: Connection | None = None,  # to tell the supervisor about alarms
+    ) -> None:
         self.opts = opts
         self.root = opts.root
         self.registry = registry
         self.to_writer = to_writer
+        self.control = control
         self.pool = Pool(opts.workers, opts.root, registry, opts.limits)
         self.watches: Watches | None = None
-        self.seq: dict[str, int] = {}
-        self.in_flight: set[str] = set()
-        self.dirty: dict[str, int] = {}  # marked again while in flight or cooling
-        self.cooling: dict[str, tuple[float, float]] = {}  # burst: (re-read at, at latest)
-        self.settling: dict[str, float] = {}  # path -> when to read it anyway
-        self.holding: dict[str, float] = {}  # path -> when to confirm its delete
-        self.known: set[str] = set()
+        self.schedule = Schedule(opts.delete_hold, opts.settle)
         self.scan: FullScan | None = None
         self.root_ino: tuple[int, int] | None = None
         self.root_lost = False
         self.next_reconcile = 0.0
         self.schemas_changed_at: float | None = None
         self.stopping = False
-        self._submit: list[tuple[str, int, str | None]] = []
         self.vfp = fingerprint(registry, opts.limits)
         self._outbox: list[object] = []
-        self.control: Connection | None = None  # to tell the supervisor about alarms
         self._told: dict[str, object] = {}
-
-    # -- sequence and marking -------------------------------------------------------------
-
-    def _next_seq(self, path: str) -> int:
-        seq = max(time.monotonic_ns(), self.seq.get(path, 0) + 1)
-        self.seq[path] = seq
-        return seq
-
-    def mark_dirty(self, path: str, expect: str | None = None) -> None:
-        self.settling.pop(path, None)
-        self.holding.pop(path, None)
-        self.known.add(path)
-        seq = self._next_seq(path)
-        if path in self.in_flight:
-            self.dirty[path] = seq
-        elif path in self.cooling:
-            self.dirty[path] = seq
-            latest = self.cooling[path][1]
-            self.cooling[path] = (min(seq / 1e9 + BURST_QUIET, latest), latest)
-        else:
-            self.in_flight.add(path)
-            self._submit.append((path, seq, expect))
-
-    def mark_gone(self, path: str, now: float) -> None:
-        if tree.is_asset_name(path):
-            self.settling.pop(path, None)
-            self.holding[path] = now + self.opts.delete_hold
+        self._on: dict[Kind, Callable[[str, float], None]] = {
+            Kind.DIRTY: self.schedule.mark_dirty,
+            Kind.SETTLE: self.schedule.settle,
+            Kind.GONE: self.schedule.mark_gone,
+            Kind.DIR_IN: self.scan_dir,
+            Kind.DIR_OUT: self.drop_dir,
+            Kind.RESCAN_DIR: self.scan_dir,
+            Kind.OVERFLOW: self._overflow,
+            Kind.ROOT_LOST: lambda path, now: self._lose_root(now),
+            Kind.SCHEMAS: self._schemas_changed,
+        }
 
     # -- scans ------------------------------------------------------------------------------
 
@@ -142,52 +108,53 @@ class Reader:
         metrics.RESCANS.labels(reason).inc()
         log.info("full scan", extra={"reason": reason})
         scan = FullScan(time.monotonic_ns(), reason=reason)
+        with self._lookup() as lookup:
+            scan.found = self._list("", now, lookup)
+        scan.awaiting = set(scan.found)
         self.scan = scan
         assert self.watches is not None
-        found = list(tree.walk(self.root, on_dir=self.watches.add))
-        scan.found.update(found)
-        scan.awaiting.update(found)
-        reads = self._reads()
-        for i in range(0, len(found), LOOKUP_CHUNK):
-            chunk = found[i : i + LOOKUP_CHUNK]
-            known = reads.expectations(chunk, self.vfp) if reads else {}
-            for path in chunk:
-                self.mark_dirty(path, known.get(path))
-        if reads is not None:
-            reads.client.close()
-        for path in self.known - scan.found:
-            self.mark_gone(path, now)
         self.next_reconcile = now + (
             min(LIMITED_RESCAN, self.opts.reconcile_interval or LIMITED_RESCAN)
             if self.watches.limit_hit
             else self.opts.reconcile_interval or 1e12
         )
 
-    def _reads(self) -> AssetClient | None:
+    @contextlib.contextmanager
+    def _lookup(self) -> Iterator[tree.Lookup]:
         """A read-only client for one scan's lookups of the stored hashes, so a reconcile only
         hashes unchanged files. The reader never writes to Valkey."""
         if not self.opts.valkey_url:
-            return None
-        return AssetClient.from_url(
+            yield tree.no_lookup
+            return
+        reads = AssetClient.from_url(
             self.opts.valkey_url, password=self.opts.password, prefix=self.opts.prefix
         )
+        try:
+            yield lambda paths: reads.expectations(paths, self.vfp)
+        finally:
+            reads.client.close()
+
+    def _list(self, rel: str, now: float, lookup: tree.Lookup = tree.no_lookup) -> set[str]:
+        """Watch and list `rel`: what is there is read, what is known but not there may be gone."""
+        assert self.watches is not None
+        found: set[str] = set()
+        for chunk, stored in self.watches.scan(rel, lookup):
+            found.update(chunk)
+            for path in chunk:
+                self.schedule.mark_dirty(path, now, stored.get(path))
+        for path in watcher.gone(self.schedule.known, found, rel):
+            self.schedule.mark_gone(path, now)
+        return found
 
     def scan_dir(self, rel: str, now: float) -> None:
         """A directory appeared (or was swapped): watch it, list it, forget what is not there."""
-        assert self.watches is not None
-        found = set(tree.walk(self.root, rel, on_dir=self.watches.add))
-        for path in found:
-            self.mark_dirty(path)
-        prefix = rel + "/" if rel else ""
-        for path in [p for p in self.known if p.startswith(prefix) and p not in found]:
-            self.mark_gone(path, now)
+        self._list(rel, now)
 
     def drop_dir(self, rel: str, now: float) -> None:
         assert self.watches is not None
         self.watches.drop(rel)
-        prefix = rel + "/"
-        for path in [p for p in self.known if p.startswith(prefix)]:
-            self.mark_gone(path, now)
+        for path in watcher.below(self.schedule.known, rel):
+            self.schedule.mark_gone(path, now)
 
     # -- root -------------------------------------------------------------------------------
 
@@ -203,8 +170,7 @@ class Reader:
         self.root_lost = True
         self.next_reconcile = now + ROOT_POLL
         self.scan = None
-        self.holding.clear()
-        self.settling.clear()
+        self.schedule.forget_waits()
         if self.watches is not None:
             self.watches.drop("")
 
@@ -217,73 +183,45 @@ class Reader:
             log.warning("asset root is back; reconciling", extra={"root": self.root})
             self.full_scan("root_back", now)
 
+    def _exists(self, path: str) -> bool:
+        return os.path.lexists(os.path.join(self.root, path))
+
     # -- events and results -----------------------------------------------------------------
 
     def handle(self, changes: Iterable[Change], now: float) -> None:
         for change in changes:
-            kind, path = change.kind, change.path
-            if kind == ROOT_LOST:
-                self._lose_root(now)
-            elif self.root_lost:
+            if self.root_lost and change.kind is not Kind.ROOT_LOST:
                 continue
-            elif kind == OVERFLOW:
-                log.warning("inotify queue overflow; rescanning everything")
-                self.full_scan("overflow", now)
-            elif kind == DIRTY:
-                self.mark_dirty(path)
-            elif kind == SETTLE:
-                self.settling[path] = now + self.opts.settle
-            elif kind == GONE:
-                self.mark_gone(path, now)
-            elif kind == DIR_IN:
-                self.scan_dir(path, now)
-            elif kind == DIR_OUT:
-                self.drop_dir(path, now)
-            elif kind == RESCAN_DIR:
-                self.scan_dir(path, now)
-            elif kind == SCHEMAS:
-                self.schemas_changed_at = now
+            self._on[change.kind](change.path, now)
+
+    def _overflow(self, path: str, now: float) -> None:
+        log.warning("inotify queue overflow; rescanning everything")
+        self.full_scan("overflow", now)
+
+    def _schemas_changed(self, path: str, now: float) -> None:
+        self.schemas_changed_at = now
 
     def take_results(self, results: Iterable[Result], now: float) -> None:
         for result in results:
             path = result.path
-            self.in_flight.discard(path)
+            missing = isinstance(result, Missing)
             if self.scan is not None:
                 self.scan.awaiting.discard(path)
-            if isinstance(result, Missing):
-                if self.scan is not None:
+                if missing:
                     self.scan.found.discard(path)
-                self.mark_gone(path, now)
-            else:
+            if not missing:
                 self._outbox.append(result)
-            if path in self.dirty:
-                self.cooling[path] = (now + BURST_QUIET, now + BURST_MAX)
+            self.schedule.done(path, now, missing)
         if self.scan is not None and not self.scan.awaiting:
             self._outbox.append(SyncPoint(self.scan.started, frozenset(self.scan.found)))
             self.scan = None
 
     def timers(self, now: float) -> None:
-        for path, due in list(self.settling.items()):
-            if due <= now:
-                self.mark_dirty(path)
-        for path, (due, _) in list(self.cooling.items()):
-            if due <= now:
-                del self.cooling[path]
-                self.in_flight.add(path)
-                self._submit.append((path, self.dirty.pop(path, self.seq.get(path, 0)), None))
-        due_deletes = [path for path, due in self.holding.items() if due <= now]
+        due_deletes = self.schedule.due(now)
         if due_deletes and self._root_problem():
             self._lose_root(now)  # a vanished root is no reason to delete anything
-            due_deletes = []
-        for path in due_deletes:
-            del self.holding[path]
-            if os.path.lexists(os.path.join(self.root, path)):
-                self.mark_dirty(path)  # recreated (vim, rsync, git): not a delete
-            elif path in self.in_flight or path in self.cooling:
-                self.holding[path] = now + self.opts.delete_hold
-            else:
-                self.known.discard(path)
-                self._outbox.append(Delete(path, self._next_seq(path)))
+        else:
+            self._outbox += self.schedule.confirm(due_deletes, now, self._exists)
         if self.root_lost:
             if now >= self.next_reconcile:
                 self.next_reconcile = now + ROOT_POLL
@@ -292,7 +230,7 @@ class Reader:
             self.full_scan(
                 "watch_limit" if self.watches and self.watches.limit_hit else "reconcile", now
             )
-        if self.schemas_changed_at is not None and now - self.schemas_changed_at > 0.2:
+        if self.schemas_changed_at is not None and now - self.schemas_changed_at > SCHEMAS_QUIET:
             self.schemas_changed_at = None
             self.reload_schemas(now)
 
@@ -308,16 +246,15 @@ class Reader:
         self.pool.reload(new)
         log.info("schemas reloaded", extra={"changed": ",".join(sorted(kinds)) or "-"})
         every = schemas.DEFAULT in kinds
-        for path in list(self.known):
+        for path in list(self.schedule.known):
             kind, sep, _ = path.partition("/")
             if every or (sep and kind in kinds):
-                self.mark_dirty(path)
+                self.schedule.mark_dirty(path, now)
 
     def flush(self) -> None:
         """Send queued tasks to the pool and results to the writer."""
-        if self._submit:
-            self.pool.submit(self._submit)
-            self._submit = []
+        if self.schedule.has_tasks:
+            self.pool.submit(self.schedule.take_tasks())
         if self._outbox:
             batch: list[object] = []
             for item in self._outbox:
@@ -334,7 +271,7 @@ class Reader:
         self._tell("problem", self.problem)
         self._tell("workers", self.pool.pids())
         metrics.QUEUE_DEPTH.labels("validate").set(self.pool.pending)
-        metrics.QUEUE_DEPTH.labels("settle").set(len(self.settling) + len(self.holding))
+        metrics.QUEUE_DEPTH.labels("settle").set(self.schedule.waiting)
 
     @property
     def problem(self) -> str | None:
@@ -378,13 +315,12 @@ class Reader:
         self.flush()
 
     def _timeout(self, default: float) -> float:
-        if self._submit or self._outbox:
+        if self.schedule.has_tasks or self._outbox:
             return 0.0
-        pending = [*self.settling.values(), *self.holding.values()]
-        pending += [due for due, _ in self.cooling.values()]
-        if not pending:
+        due = self.schedule.next_due()
+        if due is None:
             return 0.5 if not self.pool.pending else default
-        return max(0.0, min(min(pending) - time.monotonic(), 0.5))
+        return max(0.0, min(due - time.monotonic(), 0.5))
 
     def drain(self, deadline: float) -> None:
         """SIGTERM: what was seen is read now (settling and held paths too), then committed."""
@@ -392,15 +328,10 @@ class Reader:
         now = time.monotonic()
         if self.watches is not None:  # events the kernel queued before the signal count too
             self.handle(self.watches.read(), now)
-        for path in list(self.settling):
-            self.mark_dirty(path)
-        for path in self.holding:
-            self.holding[path] = now
-        for path in self.cooling:
-            self.cooling[path] = (now, now)
+        self.schedule.hurry(now)
         self.timers(now)
         self.flush()
-        while (self.pool.pending or self.holding or self.cooling) and time.monotonic() < deadline:
+        while (self.pool.pending or self.schedule.busy) and time.monotonic() < deadline:
             self.step()
         self.to_writer.send(Finish())
         self.pool.close()
@@ -421,8 +352,7 @@ def serve(opts: ReaderOptions, to_writer: Connection, control: Connection) -> No
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     registry = schemas.load(opts.schemas, opts.rules, opts.validators)
-    reader = Reader(opts, registry, to_writer)
-    reader.control = control
+    reader = Reader(opts, registry, to_writer, control)
     reader.start()
     while not stop["requested"]:
         if control.poll(0):

@@ -9,18 +9,22 @@ inside the root; what the non-directory entries are (FIFO, symlink out) is the w
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import PurePosixPath
 
 SUFFIX = ".json"
 
+# Per chunk of paths, the hashes Valkey holds for them (a hint: only hash what is unchanged).
+Lookup = Callable[[Sequence[str]], dict[str, str]]
+
 
 def is_ignored(path: str) -> bool:
     """True when any component of the relative POSIX `path` hides it."""
-    return any(_hidden(part) for part in path.split("/"))
+    return any(hidden(part) for part in path.split("/"))
 
 
-def _hidden(name: str) -> bool:
+def hidden(name: str) -> bool:
+    """Does this one path component hide itself and everything under it?"""
     return name.startswith((".", "#")) or name.endswith("~")
 
 
@@ -68,7 +72,7 @@ def walk(
         prefix = rel + "/" if rel else ""
         for entry in entries:
             name = entry.name
-            if _hidden(name):
+            if hidden(name):
                 continue
             if _is_dir(entry):
                 if entry.is_symlink():
@@ -80,6 +84,29 @@ def walk(
                 stack.append((prefix + name, target, ancestors | {target}))
             elif name.endswith(SUFFIX):
                 yield prefix + name
+
+
+def no_lookup(paths: Sequence[str]) -> dict[str, str]:
+    return {}
+
+
+def chunks(
+    root: str,
+    start: str = "",
+    on_dir: Callable[[str], object] | None = None,
+    lookup: Lookup = no_lookup,
+    size: int = 512,
+) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The one scan driver (daemon and one-shot): `walk` in chunks of `size` paths, each with
+    what `lookup` says Valkey holds for them, so lookups overlap the walk and the reads."""
+    chunk: list[str] = []
+    for path in walk(root, start, on_dir):
+        chunk.append(path)
+        if len(chunk) >= size:
+            yield chunk, lookup(chunk)
+            chunk = []
+    if chunk:
+        yield chunk, lookup(chunk)
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:

@@ -1,16 +1,20 @@
-"""inotify watches on every directory of the tree, and raw events turned into changes.
+"""inotify watches on every directory of the tree, raw events turned into changes, and scans.
 
 A watch is on an inode, so one watch can stand for several paths (a directory and the symlinks
 to it inside the root); events on it are fanned out to every alias. Events are hints: each
-becomes a `Change` naming a path whose disk state the reader must look at again.
+becomes a `Change` naming a path whose disk state the reader must look at again. A scan puts
+each directory's watch in place before listing it, so nothing created meanwhile is missed;
+`gone` and `below` say which known paths a scan or a vanished directory leaves behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import logging
 import os
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 
 from inotify_simple import INotify
@@ -18,7 +22,9 @@ from inotify_simple import flags as F
 
 from . import metrics, tree
 
-log = logging.getLogger("assetmgr.reader")
+log = logging.getLogger("assetmgr.watcher")
+
+SCAN_CHUNK = 1000  # paths per stored-hash lookup in a daemon scan
 
 MASK = (
     F.CREATE
@@ -34,21 +40,24 @@ MASK = (
     | F.EXCL_UNLINK
 )
 
-# What a change asks of the reader.
-DIRTY = "dirty"  # complete content on disk now: read it
-SETTLE = "settle"  # being written: read once closed, or after a quiet period
-GONE = "gone"  # maybe deleted: confirm against the disk after the hold
-DIR_IN = "dir_in"  # a directory (or a symlink to one) appeared: watch it, then scan it
-DIR_OUT = "dir_out"  # a directory went away: drop its watches and its assets
-RESCAN_DIR = "rescan_dir"  # a hidden entry was swapped (Kubernetes ..data): rescan the dir
-OVERFLOW = "overflow"  # the kernel queue overflowed: full rescan
-ROOT_LOST = "root_lost"  # the root itself was deleted, moved or unmounted
-SCHEMAS = "schemas"  # something changed in the schemas directory
+
+class Kind(enum.Enum):
+    """What a change asks of the reader."""
+
+    DIRTY = "dirty"  # complete content on disk now: read it
+    SETTLE = "settle"  # being written: read once closed, or after a quiet period
+    GONE = "gone"  # maybe deleted: confirm against the disk after the hold
+    DIR_IN = "dir_in"  # a directory (or a symlink to one) appeared: watch it, then scan it
+    DIR_OUT = "dir_out"  # a directory went away: drop its watches and its assets
+    RESCAN_DIR = "rescan_dir"  # a hidden entry was swapped (Kubernetes ..data): rescan the dir
+    OVERFLOW = "overflow"  # the kernel queue overflowed: full rescan
+    ROOT_LOST = "root_lost"  # the root itself was deleted, moved or unmounted
+    SCHEMAS = "schemas"  # something changed in the schemas directory
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    kind: str
+    kind: Kind
     path: str = ""
 
 
@@ -108,6 +117,13 @@ class Watches:
         for name in [d for d in self.by_dir if d == rel or d.startswith(prefix) or rel == ""]:
             self._unalias(self.by_dir.pop(name), name)
 
+    def scan(
+        self, start: str = "", lookup: tree.Lookup = tree.no_lookup
+    ) -> Iterator[tuple[list[str], dict[str, str]]]:
+        """Walk `start` with every directory watched before it is listed, in chunks of paths
+        with what Valkey holds for them (`tree.chunks`, the driver `hydrate` uses too)."""
+        return tree.chunks(self.root, start, self.add, lookup, SCAN_CHUNK)
+
     def read(self) -> list[Change]:
         changes: list[Change] = []
         for event in self.inotify.read(timeout=0):
@@ -117,9 +133,10 @@ class Watches:
     def _decode(self, wd: int, mask: int, name: str) -> list[Change]:
         if mask & F.Q_OVERFLOW:
             metrics.EVENTS.labels("overflow").inc()
-            return [Change(OVERFLOW)]
+            return [Change(Kind.OVERFLOW)]
         if wd == self.schemas_wd and wd != -1:
-            return [Change(SCHEMAS)] if name.endswith(".json") else []
+            # Any JSON file: a schema, or a document a schema refers to.
+            return [Change(Kind.SCHEMAS)] if name.endswith(tree.SUFFIX) else []
         if mask & F.IGNORED:
             for rel in self.by_wd.pop(wd, set()):
                 if self.by_dir.get(rel) == wd:
@@ -128,14 +145,27 @@ class Watches:
         dirs = self.by_wd.get(wd, set())
         if not name:  # the watched directory itself
             if mask & (F.DELETE_SELF | F.MOVE_SELF | F.UNMOUNT) and "" in dirs:
-                return [Change(ROOT_LOST)]
+                return [Change(Kind.ROOT_LOST)]
             return []
         metrics.EVENTS.labels(_kind(mask)).inc()
         return [c for d in dirs for c in _changes(self.root, tree.join(d, name), name, mask)]
 
 
+def below(paths: Iterable[str], rel: str) -> list[str]:
+    """The `paths` inside directory `rel`; all of them for the root ("")."""
+    if not rel:
+        return list(paths)
+    prefix = rel + "/"
+    return [p for p in paths if p.startswith(prefix)]
+
+
+def gone(known: Iterable[str], found: Container[str], rel: str = "") -> list[str]:
+    """The `known` paths inside `rel` that a scan of `rel` did not find."""
+    return [p for p in below(known, rel) if p not in found]
+
+
 def _changes(root: str, path: str, name: str, mask: int) -> list[Change]:
-    if name.startswith((".", "#")) or name.endswith("~"):
+    if tree.hidden(name):
         # Hidden itself, but a swapped hidden directory or symlink (Kubernetes `..data`,
         # an atomic symlink flip) changes what the visible symlinks next to it resolve to.
         # A dangling one (an emacs `.#name` lock) changes nothing: no rescan for it.
@@ -143,32 +173,32 @@ def _changes(root: str, path: str, name: str, mask: int) -> list[Change]:
         if mask & (F.MOVED_TO | F.CREATE) and (
             mask & F.ISDIR or (os.path.islink(full) and os.path.exists(full))
         ):
-            return [Change(RESCAN_DIR, tree.parent(path))]
+            return [Change(Kind.RESCAN_DIR, tree.parent(path))]
         return []
     if mask & F.ISDIR:
         if mask & (F.CREATE | F.MOVED_TO):
-            return [Change(DIR_IN, path)]
+            return [Change(Kind.DIR_IN, path)]
         if mask & (F.DELETE | F.MOVED_FROM):
-            return [Change(DIR_OUT, path)]
+            return [Change(Kind.DIR_OUT, path)]
         return []
     full = os.path.join(root, path)
     if mask & (F.CREATE | F.MOVED_TO) and os.path.islink(full) and os.path.isdir(full):
-        return [Change(DIR_IN, path)]  # `ln -sfn releases/8 current`
+        return [Change(Kind.DIR_IN, path)]  # `ln -sfn releases/8 current`
     if mask & (F.DELETE | F.MOVED_FROM):
         # Could have been a symlink to a directory: dropping a subtree that is not there is free.
         return (
-            [Change(DIR_OUT, path), Change(GONE, path)]
-            if not path.endswith(".json")
-            else [Change(GONE, path)]
+            [Change(Kind.DIR_OUT, path), Change(Kind.GONE, path)]
+            if not path.endswith(tree.SUFFIX)
+            else [Change(Kind.GONE, path)]
         )
     if not path.endswith(tree.SUFFIX):
         return []
     if mask & (F.CLOSE_WRITE | F.MOVED_TO | F.ATTRIB):
-        return [Change(DIRTY, path)]
+        return [Change(Kind.DIRTY, path)]
     if mask & F.CREATE:
-        return [Change(DIRTY if os.path.islink(full) else SETTLE, path)]
+        return [Change(Kind.DIRTY if os.path.islink(full) else Kind.SETTLE, path)]
     if mask & F.MODIFY:
-        return [Change(SETTLE, path)]
+        return [Change(Kind.SETTLE, path)]
     return []
 
 
