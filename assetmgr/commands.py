@@ -132,7 +132,7 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
     return ExitCode.INVALID if plan.invalid else ExitCode.OK
 
 
-def _stored_hashes(cfg: Config, vfp: str) -> oneshot.Lookup:
+def _stored_hashes(cfg: Config, vfp: str) -> tree.Lookup:
     """The scan's hint of what Valkey holds; none when Valkey cannot be asked (the writer
     reports why)."""
     try:

@@ -17,8 +17,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
+import redis
+from redis.exceptions import RedisClusterException
+
 from . import metrics, schemas, tree, watcher
 from .client import AssetClient
+from .connection import Endpoint, ValkeyMisconfigured
+from .keyspace import Keyspace
 from .messages import Finish, Missing, Result, SyncPoint
 from .pool import Pool
 from .schedule import Schedule
@@ -46,9 +51,8 @@ class ReaderOptions:
     reconcile_interval: float = 300.0
     shutdown_timeout: float = 10.0
     allow_empty_root: bool = False
-    valkey_url: str = ""  # read-only use: which files a full scan may skip as unchanged
-    password: str | None = None
-    prefix: str = ""
+    endpoint: Endpoint | None = None  # read-only use: which files a scan may skip as unchanged
+    keyspace: Keyspace = field(default_factory=Keyspace)
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -123,12 +127,14 @@ class Reader:
     def _lookup(self) -> Iterator[tree.Lookup]:
         """A read-only client for one scan's lookups of the stored hashes, so a reconcile only
         hashes unchanged files. The reader never writes to Valkey."""
-        if not self.opts.valkey_url:
+        if self.opts.endpoint is None:
             yield tree.no_lookup
             return
-        reads = AssetClient.from_url(
-            self.opts.valkey_url, password=self.opts.password, prefix=self.opts.prefix
-        )
+        try:
+            reads = AssetClient.from_url(self.opts.endpoint, keyspace=self.opts.keyspace)
+        except (redis.RedisError, RedisClusterException, ValkeyMisconfigured):
+            yield tree.no_lookup  # the writer reports what is wrong with Valkey
+            return
         try:
             yield lambda paths: reads.expectations(paths, self.vfp)
         finally:

@@ -170,13 +170,20 @@ end
 return out
 """
 
-# The lease: taken with SET NX, which also counts the acquisition (the epoch, in the lease's
-# slot). KEYS: lease, epoch. ARGV: token, ttl_ms. Returns the new epoch, or 0 when taken.
+# The lease: taken when free, which also counts the acquisition (the epoch, in the lease's
+# slot). Taking it again with our own token (a reply lost to a cut connection) only extends
+# it. KEYS: lease, epoch. ARGV: token, ttl_ms. Returns our epoch, or 0 when someone holds it.
 ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return 0
 end
-return 0
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+if holder and epoch > 0 then
+  return epoch
+end
+return redis.call('INCR', KEYS[2])
 """
 # Renewal and release: only by the holder of the token (Valkey 8.1's SET IFEQ and 9.0's
 # DELIFEQ do the same; a script also works on older servers). KEYS: lease. ARGV: token, ttl_ms.

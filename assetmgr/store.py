@@ -65,13 +65,22 @@ class Store:
     # -- writes -----------------------------------------------------------------------------
 
     def commit(self, assets: Sequence[Asset], deletes: Sequence[str], lease: Lease) -> Committed:
-        """Commit a batch; a server that lost its scripts (restarted, failed over) gets them
-        again and the batch once more (every script is idempotent)."""
+        """Commit a batch. Scripts are loaded when first missing: a new connection, or a
+        server that restarted or failed over, gets them and the batch once more (every
+        script is idempotent)."""
         try:
             return self._commit(assets, deletes, lease)
         except redis.exceptions.NoScriptError:
             self.load_scripts()
             return self._commit(assets, deletes, lease)
+
+    def raise_fences(self, lease: Lease) -> str | None:
+        """A new leader's first step (see ClusterStore); None, or why we are fenced out."""
+        try:
+            return self._raise_fences(lease)
+        except redis.exceptions.NoScriptError:
+            self.load_scripts()
+            return self._raise_fences(lease)
 
     def _commit(self, assets: Sequence[Asset], deletes: Sequence[str], lease: Lease) -> Committed:
         """One round trip: a script call per chunk of upserts (bounded bytes), one for deletes."""
@@ -89,8 +98,8 @@ class Store:
             [results[p] for p, _, _ in assets], [results[p] for p in deletes], acked=step.acked
         )
 
-    def raise_fences(self, lease: Lease) -> str | None:
-        """A new leader's first step; on one server the lease token is the fence already."""
+    def _raise_fences(self, lease: Lease) -> str | None:
+        """On one server the lease token is the fence already."""
         return None
 
     def node_of(self, key: str) -> Any:
@@ -259,7 +268,7 @@ class ClusterStore(Store):
     def _blob_of(self, asset: Asset) -> str:
         return self.ks.blob(asset[0])
 
-    def raise_fences(self, lease: Lease) -> str | None:
+    def _raise_fences(self, lease: Lease) -> str | None:
         """Raise every slot's fence to our epoch before the first commit: one call per slot,
         one round trip per node. A fence already higher (a newer leader) is returned."""
         step = Step(self)

@@ -167,9 +167,8 @@ class Supervisor:
             reconcile_interval=cfg.reconcile_interval,
             shutdown_timeout=cfg.shutdown_timeout,
             allow_empty_root=cfg.allow_mass_delete,
-            valkey_url=cfg.valkey_url,
-            password=cfg.password,
-            prefix=cfg.key_prefix,
+            endpoint=cfg.endpoint,
+            keyspace=cfg.keyspace,
             log_format=cfg.log_format,
             log_level=cfg.log_level,
         )

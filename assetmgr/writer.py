@@ -103,7 +103,6 @@ class Writer:
         is still known."""
         self.client = client
         self.store = open_store(client, self.ks, self.min_acks, self.ack_timeout)
-        self.store.load_scripts()
         self.lease.bind(client)
 
     @property

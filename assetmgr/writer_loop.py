@@ -311,9 +311,7 @@ class WriterLoop:
     def run(self) -> Report:
         try:
             if self.opts.oneshot:
-                self._online(self.link.wait_online(time.monotonic() + self.opts.connect_timeout))
-                if not self.opts.dry_run:
-                    self._oneshot_lease()
+                self._start_oneshot(time.monotonic() + self.opts.connect_timeout)
             while self.stopped is None and not (
                 self.finished and not self.pending and not self.syncs
             ):
@@ -333,6 +331,19 @@ class WriterLoop:
         refused = bool(self.plan.refused and self.opts.oneshot)
         outcome = Outcome.REFUSED if refused else Outcome.DONE
         return Report(self.plan, outcome, self.plan.refused, rejected=self.writer.rejected)
+
+    def _start_oneshot(self, deadline: float) -> None:
+        """Connect and take the lease, through cut connections, until `deadline`."""
+        while True:
+            try:
+                self._online(self.link.wait_online(deadline))
+                if not self.opts.dry_run:
+                    self._oneshot_lease()
+                return
+            except TRANSIENT as e:
+                self.link.lost(f"lost the Valkey connection: {one_line(e)}")
+                if time.monotonic() > deadline:
+                    raise ValkeyUnavailable(f"cannot reach Valkey: {one_line(e)}") from None
 
     def _oneshot_lease(self) -> None:
         if self.lease.wait(self.opts.wait_lease):
