@@ -30,14 +30,27 @@ elseif seen < epoch then
 end
 """
 
+# HSET the manifest `key`: `hash`, `gen` one past `old_gen`, and the n fields named by
+# ARGV[4 .. 3 + n] with their values at ARGV[at + 1 .. at + n].
+_WRITE_MANIFEST = """
+local n = tonumber(ARGV[3])
+local function write_manifest(key, hash, old_gen, at)
+  local fields = {'hash', hash, 'gen', tonumber(old_gen or '0') + 1}
+  for i = 1, n do
+    fields[#fields + 1] = ARGV[3 + i]
+    fields[#fields + 1] = ARGV[at + i]
+  end
+  redis.call('HSET', key, unpack(fields))
+end
+"""
+
 # One asset per pair of keys: blob + manifest + PUBLISH together.
 # KEYS: fence, then blob_i, manifest_i. ARGV: fence arg, channel, n, n manifest field names
 # (besides hash and gen), then per asset: path, blob, hash, n field values.
 # Returns per asset: 0 unchanged, 1 updated, 2 added. `gen` counts an asset's versions.
 # "Unchanged" needs the stored blob to have the manifest's zsize too: a blob that was lost,
 # truncated or replaced by hand is rewritten.
-_UPSERT = """
-local n = tonumber(ARGV[3])
+_UPSERT = _WRITE_MANIFEST + """
 local stride = 3 + n
 local out = {}
 for a = 0, (#KEYS - 1) / 2 - 1 do
@@ -48,12 +61,7 @@ for a = 0, (#KEYS - 1) / 2 - 1 do
     out[a + 1] = 0
   else
     redis.call('SET', blob_key, ARGV[o + 1])
-    local fields = {'hash', ARGV[o + 2], 'gen', tonumber(old[2] or '0') + 1}
-    for i = 1, n do
-      fields[#fields + 1] = ARGV[3 + i]
-      fields[#fields + 1] = ARGV[o + 2 + i]
-    end
-    redis.call('HSET', manifest_key, unpack(fields))
+    write_manifest(manifest_key, ARGV[o + 2], old[2], o + 2)
     redis.call('PUBLISH', ARGV[2], ARGV[o])
     out[a + 1] = old[1] and 1 or 2
   end
@@ -93,8 +101,7 @@ return out
 
 # KEYS: fence, manifest_i (one slot). ARGV: epoch, channel, n, n field names, then per asset:
 # path, hash, blob written (0/1), n field values. Returns per asset 0, 1 or 2 as _UPSERT.
-_MANIFESTS = """
-local n = tonumber(ARGV[3])
+_MANIFESTS = _WRITE_MANIFEST + """
 local stride = 3 + n
 local out = {}
 for a = 0, #KEYS - 2 do
@@ -104,12 +111,7 @@ for a = 0, #KEYS - 2 do
   if old[1] == ARGV[o + 1] and ARGV[o + 2] == '0' then
     out[a + 1] = 0
   else
-    local fields = {'hash', ARGV[o + 1], 'gen', tonumber(old[2] or '0') + 1}
-    for i = 1, n do
-      fields[#fields + 1] = ARGV[3 + i]
-      fields[#fields + 1] = ARGV[o + 2 + i]
-    end
-    redis.call('HSET', key, unpack(fields))
+    write_manifest(key, ARGV[o + 1], old[2], o + 2)
     redis.call('PUBLISH', ARGV[2], ARGV[o])
     out[a + 1] = old[1] and 1 or 2
   end

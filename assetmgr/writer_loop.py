@@ -214,11 +214,7 @@ class WriterLoop:
         for i in range(0, len(items), self.opts.batch_size):
             chunk = items[i : i + self.opts.batch_size]
             done = self.writer.apply(chunk)
-            if done.fenced:
-                self._step_down(f"commit fenced: {done.fenced}")
-                return
-            if done.unacked:
-                self._unacked(done.unacked)
+            if self._not_committed(done):
                 return
             for item in chunk:
                 self.pending.pop(item.path, None)
@@ -228,11 +224,7 @@ class WriterLoop:
         while self.syncs:
             sync = self.syncs[0]  # dropped once recorded: a cut connection retries it whole
             pruned = self.writer.prune(sync, self.opts.batch_size) if sync.prune else Plan()
-            if pruned.fenced:
-                self._step_down(f"commit fenced: {pruned.fenced}")
-                return
-            if pruned.unacked:
-                self._unacked(pruned.unacked)
+            if self._not_committed(pruned):
                 return
             if pruned.refused:
                 log.error("prune refused: %s", pruned.refused)
@@ -244,6 +236,14 @@ class WriterLoop:
             self.hydrated = True
             self._report(ReportKind.SYNCED)
         self._after_flush(rejected_before)
+
+    def _not_committed(self, done: Plan) -> bool:
+        """A fenced commit steps down; an unacknowledged one is retried. Both stay pending."""
+        if done.fenced:
+            self._step_down(f"commit fenced: {done.fenced}")
+        elif done.unacked:
+            self._unacked(done.unacked)
+        return bool(done.fenced or done.unacked)
 
     def _unacked(self, count: int) -> None:
         """Too few replicas acknowledged: the batch stays pending and is sent again soon; a
