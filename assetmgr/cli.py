@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config.load(command, cli_values)
         logs.setup(cfg.log_format, cfg.log_level)
+        if command in config.VALKEY and cfg.tls_insecure and not cfg.embedded:
+            log.warning("tls_insecure is set: Valkey's certificate is not verified")
         return _run(command, cfg, namespace, cli_values)
     except ConfigError as e:
         sys.stderr.write(f"assetmgr: configuration error: {e}\n")
@@ -121,6 +123,7 @@ def valkey_endpoint(cfg: Config) -> Iterator[Config]:
     server.start()
     log.info("embedded valkey-server started", extra={"url": server.connection_url})
     try:
-        yield cfg.replace(valkey_url=server.connection_url, valkey_password_file=None)
+        tls_off = {s.name: s.default for s in config.SETTINGS if s.name.startswith("tls_")}
+        yield cfg.replace(valkey_url=server.connection_url, valkey_password_file=None, **tls_off)
     finally:
         server.stop()

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .connection import CLUSTER_MODES, Endpoint, normalize_url
+from .connection import CLUSTER_MODES, TLS_SCHEMES, Endpoint, normalize_url
 from .keyspace import Keyspace
+from .tls import ValkeyTls
 
 ENV_PREFIX = "ASSETMGR_"
 ALL = ("verify", "hydrate", "daemon", "status", "get")
@@ -135,19 +136,28 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
+def _file(name: str, help: str, commands: tuple[str, ...] = VALKEY) -> Setting:
+    return Setting(name, str, None, help, commands, metavar="FILE")
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("config", str, None, "TOML config file", metavar="FILE"),
     Setting("root", str, "assets", "the asset tree", SCANNING, metavar="DIR"),
     Setting("schemas", str, "schemas", "the JSON Schema directory", SCANNING, metavar="DIR"),
     Setting("valkey_url", _url, "redis://127.0.0.1:6379/0", "Valkey URL", VALKEY, metavar="URL"),
+    _file("valkey_password_file", "file holding the Valkey password", VALKEY),
+    _file("tls_ca_file", "CA certificates (PEM) to verify Valkey with; default: the system's"),
+    _file("tls_cert_file", "client certificate (PEM) for mutual TLS with Valkey"),
+    _file("tls_key_file", "the client certificate's private key (PEM, unencrypted)"),
     Setting(
-        "valkey_password_file",
+        "tls_server_name",
         str,
         None,
-        "file holding the Valkey password",
+        "name to send (SNI) and check in Valkey's certificate; default: the URL's host",
         VALKEY,
-        metavar="FILE",
+        metavar="NAME",
     ),
+    Setting("tls_insecure", _bool, False, "do not verify Valkey's certificate", VALKEY, True),
     Setting(
         "cluster",
         _choice(*CLUSTER_MODES),
@@ -249,7 +259,15 @@ class Config:
     @property
     def endpoint(self) -> Endpoint:
         """Where Valkey is, with the password from its file (read now, never logged)."""
-        return Endpoint(self.values["valkey_url"], self.password, self.values["cluster"])
+        return Endpoint(self.values["valkey_url"], self.password, self.values["cluster"], self.tls)
+
+    @property
+    def tls(self) -> ValkeyTls:
+        v = self.values
+        return ValkeyTls(
+            v["tls_ca_file"], v["tls_cert_file"], v["tls_key_file"], v["tls_server_name"],
+            v["tls_insecure"],
+        )  # fmt: skip
 
     @property
     def keyspace(self) -> Keyspace:
@@ -298,7 +316,26 @@ def load(
     unknown = set(file_values) - set(BY_NAME)
     if unknown:
         raise ConfigError(f"{config_path}: unknown setting {sorted(unknown)[0]!r}")
-    return Config(values, sources)
+    cfg = Config(values, sources)
+    if command in VALKEY:
+        _check_tls(cfg)
+    return cfg
+
+
+def _check_tls(cfg: Config) -> None:
+    """TLS settings make sense only with a TLS URL, and their files must load now: a missing
+    CA found at the first connection would look like an outage."""
+    tls = cfg.tls
+    if not tls.configured or cfg.embedded:
+        return
+    scheme = cfg.valkey_url.partition(":")[0]
+    if scheme not in TLS_SCHEMES:
+        raise ConfigError(
+            f"tls_* settings are set but valkey_url is not a TLS URL ({', '.join(TLS_SCHEMES)})"
+        )
+    problem = tls.problem()
+    if problem:
+        raise ConfigError(problem)
 
 
 def _lookup(

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection, wait
 
 from . import metrics, schemas, tree
 from .client import AssetClient
+from .connection import Endpoint
 from .messages import Delete, Finish, Missing, Result, SyncPoint
 from .pool import Pool
 from .schemas import Registry, SchemaError
@@ -63,8 +64,7 @@ class ReaderOptions:
     reconcile_interval: float = 300.0
     shutdown_timeout: float = 10.0
     allow_empty_root: bool = False
-    valkey_url: str = ""  # read-only use: which files a full scan may skip as unchanged
-    password: str | None = None
+    endpoint: Endpoint | None = None  # read-only use: which files a scan may skip as unchanged
     prefix: str = ""
     log_format: str = "text"
     log_level: str = "INFO"
@@ -166,11 +166,9 @@ class Reader:
     def _reads(self) -> AssetClient | None:
         """A read-only client for one scan's lookups of the stored hashes, so a reconcile only
         hashes unchanged files. The reader never writes to Valkey."""
-        if not self.opts.valkey_url:
+        if self.opts.endpoint is None:
             return None
-        return AssetClient.from_url(
-            self.opts.valkey_url, password=self.opts.password, prefix=self.opts.prefix
-        )
+        return AssetClient.from_url(self.opts.endpoint, prefix=self.opts.prefix)
 
     def scan_dir(self, rel: str, now: float) -> None:
         """A directory appeared (or was swapped): watch it, list it, forget what is not there."""

@@ -167,8 +167,7 @@ class Supervisor:
             reconcile_interval=cfg.reconcile_interval,
             shutdown_timeout=cfg.shutdown_timeout,
             allow_empty_root=cfg.allow_mass_delete,
-            valkey_url=cfg.valkey_url,
-            password=cfg.password,
+            endpoint=cfg.endpoint,
             prefix=cfg.key_prefix,
             log_format=cfg.log_format,
             log_level=cfg.log_level,
@@ -252,10 +251,11 @@ class Supervisor:
         self.boot_failures = self.boot_failures + 1 if now - p.started < BOOT_WINDOW else 0
         self._stop_pipeline(p, graceful=True)
         self._kill_pipeline()
-        if self.boot_failures >= BOOT_FAILURES or code == ExitCode.USAGE:
+        if self.boot_failures >= BOOT_FAILURES or code in (ExitCode.USAGE, ExitCode.VALKEY):
+            # Exit 3: Valkey refused the writer (credentials, TLS), which a restart repeats.
             self.state.unhealthy = f"{dead} cannot start (exit code {code})"
             log.error("%s; giving up", self.state.unhealthy)
-            self.exit_code = ExitCode.USAGE
+            self.exit_code = ExitCode.VALKEY if code == ExitCode.VALKEY else ExitCode.USAGE
             return
         self.pipeline = self._start_pipeline()
 

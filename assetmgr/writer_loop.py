@@ -69,6 +69,7 @@ class WriterLoop:
         self.live: set[str] = set()  # paths whose valid content Valkey holds
         self.finished = False
         self.stopped: Report | None = None  # why a one-shot run must end now
+        self.refused = False  # Valkey refused us for good: credentials, TLS
         self.needs_rescan = False
         self.synced_run_id: str | None = None
         self.next_marker_check = 0.0
@@ -316,6 +317,7 @@ class WriterLoop:
             ):
                 self.step()
         except ValkeyUnavailable as e:
+            self.refused = True
             return Report(self.plan, Outcome.VALKEY_FAILED, str(e))
         except ValkeyMisconfigured as e:
             return Report(self.plan, Outcome.MISCONFIGURED, str(e))
@@ -384,11 +386,15 @@ def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     # The reader ends the input; SIGINT/SIGTERM to the whole group must not cut a batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    report = WriterLoop(inbox, outbox, opts).run()
+    loop = WriterLoop(inbox, outbox, opts)
+    report = loop.run()
     _send(outbox.send, report)
     if report.outcome is Outcome.MISCONFIGURED:
         log.error("configuration error: %s", report.error)
         raise SystemExit(2)  # the supervisor's boot-error code: restarting would not help
+    if loop.refused and not opts.oneshot:
+        log.error("%s", report.error)  # credentials or TLS: the supervisor stops, exit 3
+        raise SystemExit(3)
 
 
 def _send(send: Callable[[Any], None], report: Report) -> None:
