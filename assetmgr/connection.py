@@ -221,12 +221,14 @@ def unusable(client: Client) -> str | None:
 
 
 def _cluster_enabled(client: redis.Redis) -> bool:
-    """Asked in "auto" mode. Unreachable or INFO not allowed: assume not, so connecting stays
-    lazy (the writer probes again before it writes, see `unusable`)."""
+    """Asked in "auto" mode with CLUSTER INFO, which the shipped ACL lets both users run (INFO
+    it does not give consumers); a standalone server refuses it. Unreachable or not allowed:
+    assume not, so connecting stays lazy (the writer probes again before it writes)."""
     try:
-        return bool(client.info("cluster").get("cluster_enabled"))
+        client.execute_command("CLUSTER INFO")
     except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError, TlsRefused):
         return False
+    return True
 
 
 def _cluster(url: str, kwargs: dict[str, Any]) -> RedisCluster:

@@ -460,7 +460,7 @@ def test_get_prints_exactly_the_file_bytes(valkey, root):
 
 def test_client_get_and_get_many(valkey, root):
     hydrated(valkey, root)
-    client = AssetClient.from_url(valkey.url)
+    client = AssetClient.from_url(valkey.reader_url)
     asset = client.get(EDITED)
     assert asset is not None
     assert asset.data == (root / EDITED).read_bytes()
@@ -476,7 +476,7 @@ def test_client_get_and_get_many(valkey, root):
 
 def test_client_watch_resyncs_then_follows_updates_and_reconnects(valkey, root):
     hydrated(valkey, root)
-    client = AssetClient.from_url(valkey.url, timeout=2.0)
+    client = AssetClient.from_url(valkey.reader_url, timeout=2.0)
     seen: list[Update] = []
     stop = threading.Event()
 
