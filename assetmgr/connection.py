@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 from redis.cluster import RedisCluster
@@ -88,6 +89,10 @@ def normalize_url(url: str) -> str:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
             raise ValueError("the port is not a number from 0 to 65535") from None
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        raise ValueError(  # and so would be sent as a host or a path, and printed
+            "the user or password holds a character to percent-encode (/ ? # become %2F %3F %23)"
+        )
     tls_options = sorted({k for k, _ in parse_qsl(parts.query) if k.startswith("ssl")})
     if tls_options:
         raise ValueError(
@@ -136,13 +141,17 @@ def sentinel_parts(url: str) -> SentinelParts:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, fit for logs and /status."""
-    parts = urlsplit(url)
-    credentials, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    user = credentials.partition(":")[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{hosts}", parts.path, parts.query, ""))
+    """The URL with any password masked, fit for logs and /status. Everything between `://`
+    and the last `@` counts as credentials (so does a `password=` query option): a password
+    with an unescaped `/`, `?` or `#`, which urlsplit reads as a path, is masked too."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, hosts = rest.rpartition("@")
+    if sep and at and ":" in credentials:
+        rest = f"{credentials.partition(':')[0]}:***@{hosts}"
+    return scheme + sep + _QUERY_PASSWORD.sub(r"\1***", rest)
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def _without_secret(url: str) -> str:
