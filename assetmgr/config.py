@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .connection import CLUSTER_MODES, TLS_SCHEMES, Endpoint, normalize_url
+from . import webconfig
+from .connection import CLUSTER_MODES, Endpoint, normalize_url
 from .keyspace import Keyspace
 from .tls import ValkeyTls
+from .webconfig import WebConfigError, WebSecurity
 
 ENV_PREFIX = "ASSETMGR_"
 ALL = ("verify", "hydrate", "daemon", "status", "get")
 VALKEY = ("hydrate", "daemon", "status", "get")
 SCANNING = ("verify", "hydrate", "daemon", "status")
+DAEMON = ("daemon",)
 
 
 class ConfigError(Exception):
@@ -190,6 +193,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("key_prefix", str, "", "prefix of every key and channel name", VALKEY, metavar="TEXT"),
     Setting("workers", _positive_int, os.cpu_count() or 1, "worker processes", SCANNING),
     Setting("metrics_addr", _addr, "127.0.0.1:9478", "HTTP address of /metrics", ("daemon",)),
+    _file("metrics_auth_file", "basic-auth users of the endpoint (Prometheus web config)", DAEMON),
+    _file("metrics_tls_cert", "certificate (PEM) for HTTPS on the endpoint", DAEMON),
+    _file("metrics_tls_key", "its private key (PEM, unencrypted)", DAEMON),
     Setting("log_format", _choice("text", "json"), "text", "log line format"),
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
     Setting(
@@ -263,11 +269,13 @@ class Config:
 
     @property
     def tls(self) -> ValkeyTls:
+        names = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "tls_insecure")
+        return ValkeyTls(*(self.values[name] for name in names))
+
+    def web_security(self) -> WebSecurity:
+        """The HTTP endpoint's login and HTTPS, loaded now (raises WebConfigError)."""
         v = self.values
-        return ValkeyTls(
-            v["tls_ca_file"], v["tls_cert_file"], v["tls_key_file"], v["tls_server_name"],
-            v["tls_insecure"],
-        )  # fmt: skip
+        return webconfig.load(v["metrics_auth_file"], v["metrics_tls_cert"], v["metrics_tls_key"])
 
     @property
     def keyspace(self) -> Keyspace:
@@ -317,25 +325,25 @@ def load(
     if unknown:
         raise ConfigError(f"{config_path}: unknown setting {sorted(unknown)[0]!r}")
     cfg = Config(values, sources)
-    if command in VALKEY:
-        _check_tls(cfg)
+    problem = _file_problem(cfg, command)
+    if problem:
+        raise ConfigError(problem)
     return cfg
 
 
-def _check_tls(cfg: Config) -> None:
-    """TLS settings make sense only with a TLS URL, and their files must load now: a missing
-    CA found at the first connection would look like an outage."""
-    tls = cfg.tls
-    if not tls.configured or cfg.embedded:
-        return
-    scheme = cfg.valkey_url.partition(":")[0]
-    if scheme not in TLS_SCHEMES:
-        raise ConfigError(
-            f"tls_* settings are set but valkey_url is not a TLS URL ({', '.join(TLS_SCHEMES)})"
-        )
-    problem = tls.problem()
-    if problem:
-        raise ConfigError(problem)
+def _file_problem(cfg: Config, command: str) -> str | None:
+    """The files the settings name must load now: a CA file found missing at the first
+    connection would look like an outage."""
+    if command in VALKEY and not cfg.embedded:
+        problem = cfg.tls.problem(cfg.valkey_url)
+        if problem:
+            return problem
+    if command == "daemon":
+        try:
+            cfg.web_security()
+        except WebConfigError as e:
+            return str(e)
+    return None
 
 
 def _lookup(

@@ -19,7 +19,7 @@ from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 from . import metrics
-from .tls import TlsRefused, ValkeyTls
+from .tls import TLS_SCHEMES, TlsRefused, ValkeyTls
 
 Client = redis.Redis | RedisCluster
 
@@ -33,7 +33,6 @@ _SCHEME_ALIASES = {
 }
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel", "valkey+sentinel", "valkeys+sentinel")
 SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix", "valkey+unix", *SENTINEL_SCHEMES)
-TLS_SCHEMES = ("rediss", "valkeys", "rediss+sentinel", "valkeys+sentinel")
 CLUSTER_MODES = ("auto", "on", "off")
 
 

@@ -10,12 +10,15 @@ ConnectionError, so neither redis-py's retries nor the writer's backoff wait on 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.connection import Connection
 from redis.sentinel import SentinelManagedConnection
+
+TLS_SCHEMES = ("rediss", "valkeys", "rediss+sentinel", "valkeys+sentinel")
 
 
 class TlsRefused(redis.RedisError):
@@ -57,11 +60,18 @@ class ValkeyTls:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if self.cert_file:
-            context.load_cert_chain(self.cert_file, self.key_file, password=_no_passphrase)
+            load_chain(context, self.cert_file, self.key_file)
         return context
 
-    def problem(self) -> str | None:
-        """Why the files do not make a context, in one line naming the setting; else None."""
+    def problem(self, url: str) -> str | None:
+        """Why these settings do not go with `url` or their files do not make a context, in
+        one line naming the setting; else None."""
+        if not self.configured:
+            return None
+        if url.partition(":")[0] not in TLS_SCHEMES:
+            return (
+                f"tls_* settings are set but valkey_url is not a TLS URL ({', '.join(TLS_SCHEMES)})"
+            )
         named = (("tls_ca_file", self.ca_file), ("tls_cert_file", self.cert_file))
         for name, path in (*named, ("tls_key_file", self.key_file)):
             if path:
@@ -75,16 +85,9 @@ class ValkeyTls:
             ssl.create_default_context(cafile=self.ca_file)
         except ssl.SSLError:
             return f"tls_ca_file: {self.ca_file} holds no PEM certificate"
-        try:
-            self.context()
-        except _Encrypted:
-            return "tls_key_file: the key is encrypted; assetmgr takes an unencrypted key file"
-        except ssl.SSLError as e:
-            files = f"{self.cert_file}, {self.key_file or 'no tls_key_file'}"
-            if e.reason == "KEY_VALUES_MISMATCH":
-                return f"tls_key_file: the key does not match the certificate ({files})"
-            return f"tls_cert_file / tls_key_file: not a PEM certificate and key ({files})"
-        return None
+        return chain_problem(
+            self.context, self.cert_file, self.key_file, "tls_cert_file", "tls_key_file"
+        )
 
     def connection_class(self, sentinel: bool = False) -> type[Connection]:
         """A redis-py connection class bound to this context: class attributes, since
@@ -92,6 +95,27 @@ class ValkeyTls:
         base = SentinelTlsConnection if sentinel else TlsConnection
         attrs = {"tls_context": self.context(), "tls_server_name": self.server_name}
         return type(base.__name__, (base,), attrs)
+
+
+def load_chain(context: ssl.SSLContext, cert: str, key: str | None) -> None:
+    """A certificate and key into `context`, never prompting for a passphrase."""
+    context.load_cert_chain(cert, key, password=_no_passphrase)
+
+
+def chain_problem(
+    make: Callable[[], object], cert: str | None, key: str | None, cert_name: str, key_name: str
+) -> str | None:
+    """Why `make()` (which loads `cert` and `key`) fails, in one line naming the settings."""
+    try:
+        make()
+    except _Encrypted:
+        return f"{key_name}: the key is encrypted; assetmgr takes an unencrypted key file"
+    except ssl.SSLError as e:
+        files = f"{cert}, {key or 'no ' + key_name}"
+        if e.reason == "KEY_VALUES_MISMATCH":
+            return f"{key_name}: the key does not match the certificate ({files})"
+        return f"{cert_name} / {key_name}: not a PEM certificate and key ({files})"
+    return None
 
 
 class TlsConnection(Connection):
