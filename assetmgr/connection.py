@@ -46,7 +46,7 @@ class Endpoint:
     """Where Valkey is and how to talk to it; picklable, so children get this, not a client.
 
     `cluster`: "on" uses RedisCluster, "off" a single server, "auto" asks the server
-    (`INFO cluster`); `?cluster=true` in the URL means "on". `tls` applies to `rediss://` and
+    (`CLUSTER INFO`); `?cluster=true` in the URL means "on". `tls` applies to `rediss://` and
     `valkeys://` URLs (every node of a cluster, the sentinels and the primary of a Sentinel).
     """
 
