@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import enum
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Any
 
 from . import __version__, config, logs
 from .config import Config, ConfigError
+from .connection import redact
 from .schemas import Registry, SchemaError
 from .worker import Limits
 
@@ -68,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli_values = {k: v for k, v in vars(namespace).items() if k not in ("command", "path")}
     try:
         cfg = config.load(command, cli_values)
+        _hide_url_password()
         logs.setup(cfg.log_format, cfg.log_level)
+        if command in config.VALKEY and cfg.tls_insecure and not cfg.embedded:
+            log.warning("tls_insecure is set: Valkey's certificate is not verified")
         return _run(command, cfg, namespace, cli_values)
     except ConfigError as e:
         sys.stderr.write(f"assetmgr: configuration error: {e}\n")
@@ -99,6 +104,15 @@ def _run(
         return Supervisor(cfg, load_registry(cfg), cli_values).run()
 
 
+def _hide_url_password() -> None:
+    """Child processes inherit the environment: keep a password in ASSETMGR_VALKEY_URL out of
+    theirs (/proc/PID/environ). A reload keeps the running URL, so the masked one is unused."""
+    name = config.BY_NAME["valkey_url"].env
+    url = os.environ.get(name)
+    if url and redact(url) != url:
+        os.environ[name] = redact(url)
+
+
 def load_registry(cfg: Config) -> Registry:
     from . import schemas
 
@@ -121,6 +135,7 @@ def valkey_endpoint(cfg: Config) -> Iterator[Config]:
     server.start()
     log.info("embedded valkey-server started", extra={"url": server.connection_url})
     try:
-        yield cfg.replace(valkey_url=server.connection_url, valkey_password_file=None)
+        tls_off = {s.name: s.default for s in config.SETTINGS if s.name.startswith("tls_")}
+        yield cfg.replace(valkey_url=server.connection_url, valkey_password_file=None, **tls_off)
     finally:
         server.stop()

@@ -18,6 +18,7 @@ from .config import Config
 from .connection import ValkeyMisconfigured, checked, one_line, redact
 from .messages import Outcome, Plan, Rejected, Result
 from .schemas import Registry
+from .tls import TlsRefused
 from .worker import Limits, fingerprint
 from .writer import Guard, WriterOptions
 
@@ -202,6 +203,9 @@ def _valkey_failed(cfg: Config, error: BaseException) -> int:
     if isinstance(error, ValkeyMisconfigured):
         sys.stderr.write(f"assetmgr: configuration error: {reason}\n")
         return ExitCode.USAGE
+    if isinstance(error, TlsRefused):
+        sys.stderr.write(f"assetmgr: Valkey at {redact(cfg.valkey_url)}: {reason}\n")
+        return ExitCode.VALKEY
     if isinstance(error, redis.ResponseError):
         sys.stderr.write(f"assetmgr: Valkey at {redact(cfg.valkey_url)} refused: {reason}\n")
         return ExitCode.VALKEY

@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import webconfig
 from .connection import CLUSTER_MODES, Endpoint, normalize_url
 from .keyspace import Keyspace
+from .tls import ValkeyTls
+from .webconfig import WebConfigError, WebSecurity
 
 ENV_PREFIX = "ASSETMGR_"
 ALL = ("verify", "hydrate", "daemon", "status", "get")
 VALKEY = ("hydrate", "daemon", "status", "get")
 SCANNING = ("verify", "hydrate", "daemon", "status")
+DAEMON = ("daemon",)
 
 
 class ConfigError(Exception):
@@ -135,19 +139,28 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
+def _file(name: str, help: str, commands: tuple[str, ...] = VALKEY) -> Setting:
+    return Setting(name, str, None, help, commands, metavar="FILE")
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("config", str, None, "TOML config file", metavar="FILE"),
     Setting("root", str, "assets", "the asset tree", SCANNING, metavar="DIR"),
     Setting("schemas", str, "schemas", "the JSON Schema directory", SCANNING, metavar="DIR"),
     Setting("valkey_url", _url, "redis://127.0.0.1:6379/0", "Valkey URL", VALKEY, metavar="URL"),
+    _file("valkey_password_file", "file holding the Valkey password", VALKEY),
+    _file("tls_ca_file", "CA certificates (PEM) to verify Valkey with; default: the system's"),
+    _file("tls_cert_file", "client certificate (PEM) for mutual TLS with Valkey"),
+    _file("tls_key_file", "the client certificate's private key (PEM, unencrypted)"),
     Setting(
-        "valkey_password_file",
+        "tls_server_name",
         str,
         None,
-        "file holding the Valkey password",
+        "name to send (SNI) and check in Valkey's certificate; default: the URL's host",
         VALKEY,
-        metavar="FILE",
+        metavar="NAME",
     ),
+    Setting("tls_insecure", _bool, False, "do not verify Valkey's certificate", VALKEY, True),
     Setting(
         "cluster",
         _choice(*CLUSTER_MODES),
@@ -180,6 +193,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("key_prefix", str, "", "prefix of every key and channel name", VALKEY, metavar="TEXT"),
     Setting("workers", _positive_int, os.cpu_count() or 1, "worker processes", SCANNING),
     Setting("metrics_addr", _addr, "127.0.0.1:9478", "HTTP address of /metrics", ("daemon",)),
+    _file("metrics_auth_file", "basic-auth users of the endpoint (Prometheus web config)", DAEMON),
+    _file("metrics_tls_cert", "certificate (PEM) for HTTPS on the endpoint", DAEMON),
+    _file("metrics_tls_key", "its private key (PEM, unencrypted)", DAEMON),
     Setting("log_format", _choice("text", "json"), "text", "log line format"),
     Setting("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
     Setting(
@@ -249,7 +265,17 @@ class Config:
     @property
     def endpoint(self) -> Endpoint:
         """Where Valkey is, with the password from its file (read now, never logged)."""
-        return Endpoint(self.values["valkey_url"], self.password, self.values["cluster"])
+        return Endpoint(self.values["valkey_url"], self.password, self.values["cluster"], self.tls)
+
+    @property
+    def tls(self) -> ValkeyTls:
+        names = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "tls_insecure")
+        return ValkeyTls(*(self.values[name] for name in names))
+
+    def web_security(self) -> WebSecurity:
+        """The HTTP endpoint's login and HTTPS, loaded now (raises WebConfigError)."""
+        v = self.values
+        return webconfig.load(v["metrics_auth_file"], v["metrics_tls_cert"], v["metrics_tls_key"])
 
     @property
     def keyspace(self) -> Keyspace:
@@ -298,7 +324,26 @@ def load(
     unknown = set(file_values) - set(BY_NAME)
     if unknown:
         raise ConfigError(f"{config_path}: unknown setting {sorted(unknown)[0]!r}")
-    return Config(values, sources)
+    cfg = Config(values, sources)
+    problem = _file_problem(cfg, command)
+    if problem:
+        raise ConfigError(problem)
+    return cfg
+
+
+def _file_problem(cfg: Config, command: str) -> str | None:
+    """The files the settings name must load now: a CA file found missing at the first
+    connection would look like an outage."""
+    if command in VALKEY and not cfg.embedded:
+        problem = cfg.tls.problem(cfg.valkey_url)
+        if problem:
+            return problem
+    if command == "daemon":
+        try:
+            cfg.web_security()
+        except WebConfigError as e:
+            return str(e)
+    return None
 
 
 def _lookup(

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 from redis.cluster import RedisCluster
@@ -18,6 +19,7 @@ from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 from . import metrics
+from .tls import TLS_SCHEMES, TlsRefused, ValkeyTls
 
 Client = redis.Redis | RedisCluster
 
@@ -44,16 +46,22 @@ class Endpoint:
     """Where Valkey is and how to talk to it; picklable, so children get this, not a client.
 
     `cluster`: "on" uses RedisCluster, "off" a single server, "auto" asks the server
-    (`INFO cluster`); `?cluster=true` in the URL means "on".
+    (`CLUSTER INFO`); `?cluster=true` in the URL means "on". `tls` applies to `rediss://` and
+    `valkeys://` URLs (every node of a cluster, the sentinels and the primary of a Sentinel).
     """
 
     url: str
     password: str | None = None
     cluster: str = "auto"
+    tls: ValkeyTls = field(default_factory=ValkeyTls)
 
     @property
     def sentinel(self) -> bool:
         return urlsplit(self.url).scheme in SENTINEL_SCHEMES
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.url).scheme in TLS_SCHEMES
 
     @property
     def cluster_mode(self) -> str:
@@ -80,6 +88,15 @@ def normalize_url(url: str) -> str:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
             raise ValueError("the port is not a number from 0 to 65535") from None
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        raise ValueError(  # and so would be sent as a host or a path, and printed
+            "the user or password holds a character to percent-encode (/ ? # become %2F %3F %23)"
+        )
+    tls_options = sorted({k for k, _ in parse_qsl(parts.query) if k.startswith("ssl")})
+    if tls_options:
+        raise ValueError(
+            f"TLS options go in the tls_* settings, not in the URL ({', '.join(tls_options)})"
+        )
     scheme = _SCHEME_ALIASES.get(parts.scheme, parts.scheme)
     # Swap the scheme only: urlunsplit would turn `unix:///run/x.sock` into `unix:/run/x.sock`.
     return scheme + url[len(parts.scheme) :]
@@ -123,27 +140,34 @@ def sentinel_parts(url: str) -> SentinelParts:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, fit for logs and /status."""
-    parts = urlsplit(url)
-    credentials, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    user = credentials.partition(":")[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{hosts}", parts.path, parts.query, ""))
+    """The URL with any password masked, fit for logs and /status. Everything between `://`
+    and the last `@` counts as credentials (so does a `password=` query option): a password
+    with an unescaped `/`, `?` or `#`, which urlsplit reads as a path, is masked too."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, hosts = rest.rpartition("@")
+    if sep and at and ":" in credentials:
+        rest = f"{credentials.partition(':')[0]}:***@{hosts}"
+    return scheme + sep + _QUERY_PASSWORD.sub(r"\1***", rest)
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def _without_secret(url: str) -> str:
     """The URL with its password and the `cluster` query option removed (redis-py lets a
-    URL's password win over a keyword argument, and knows no `cluster` option)."""
+    URL's password win over a keyword argument, and knows no `cluster` option), and `rediss`
+    as `redis`: with TLS, assetmgr's connection class wraps the socket (tls.py), and
+    RedisCluster would let the scheme's class win over it."""
     parts = urlsplit(url)
     credentials, at, hosts = parts.netloc.rpartition("@")
     netloc = (credentials.partition(":")[0] + "@" + hosts) if at else hosts
     pairs = parse_qsl(parts.query)
     query = urlencode([(k, v) for k, v in pairs if k != "cluster"])
-    if netloc == parts.netloc and query == parts.query:
+    scheme = "redis" if parts.scheme == "rediss" else parts.scheme
+    if netloc == parts.netloc and query == parts.query and scheme == parts.scheme:
         return url  # as given: urlunsplit would turn `unix:///run/x.sock` into `unix:/run/x.sock`
     rest = url[len(parts.scheme) + 3 + len(parts.netloc) :].split("?", 1)[0].split("#", 1)[0]
-    return f"{parts.scheme}://{netloc}{rest}" + (f"?{query}" if query else "")
+    return f"{scheme}://{netloc}{rest}" + (f"?{query}" if query else "")
 
 
 def connect(
@@ -173,7 +197,9 @@ def connect(
     if secret is not None:
         kwargs["password"] = unquote(secret)
     if endpoint.sentinel:
-        return _sentinel_primary(url, kwargs)
+        return _sentinel_primary(url, kwargs, endpoint.tls if endpoint.uses_tls else None)
+    if endpoint.uses_tls:
+        kwargs["connection_class"] = endpoint.tls.connection_class()
     mode = endpoint.cluster_mode
     if mode == "on":
         return _cluster(url, kwargs)
@@ -213,40 +239,57 @@ def unusable(client: Client) -> str | None:
 
 
 def _cluster_enabled(client: redis.Redis) -> bool:
-    """Asked in "auto" mode. Unreachable or INFO not allowed: assume not, so connecting stays
-    lazy (the writer probes again before it writes, see `unusable`)."""
+    """Asked in "auto" mode with CLUSTER INFO, which the shipped ACL lets both users run (INFO
+    it does not give consumers); a standalone server refuses it. Unreachable or not allowed:
+    assume not, so connecting stays lazy (the writer probes again before it writes)."""
     try:
-        return bool(client.info("cluster").get("cluster_enabled"))
-    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError):
+        client.execute_command("CLUSTER INFO")
+    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError, TlsRefused):
         return False
+    return True
 
 
 def _cluster(url: str, kwargs: dict[str, Any]) -> RedisCluster:
     try:
         return RedisCluster.from_url(_without_secret(url), **kwargs)
     except RedisClusterException as e:
+        if isinstance(e.__cause__, TlsRefused):
+            raise e.__cause__ from None
         text = one_line(e)
         if "not enabled" in text or "db" in text or "Unix" in text:
             raise ValkeyMisconfigured(f"cluster mode: {text}") from None
         raise redis.ConnectionError(text) from None
 
 
-def _sentinel_primary(url: str, kwargs: dict[str, Any]) -> redis.Redis:
+def _sentinel_primary(url: str, kwargs: dict[str, Any], tls: ValkeyTls | None) -> redis.Redis:
+    """With TLS, both the sentinels and the primary are spoken to over TLS."""
     parts = sentinel_parts(url)
     node_kwargs = {**kwargs, "db": parts.db, "username": parts.username}
-    if parts.tls:
-        node_kwargs["ssl"] = True
     timeouts = {k: kwargs[k] for k in ("socket_connect_timeout", "socket_timeout")}
+    if tls is not None:
+        node_kwargs["connection_class"] = tls.connection_class(sentinel=True)
     sentinel = Sentinel(parts.sentinels, sentinel_kwargs=timeouts, **node_kwargs)
+    if tls is not None:  # Sentinel's own clients know no connection class: make them here
+        plain = tls.connection_class()
+        sentinel.sentinels = [
+            redis.Redis(connection_pool=redis.ConnectionPool(plain, host=h, port=p, **timeouts))
+            for h, p in parts.sentinels
+        ]
+    refused: TlsRefused | None = None
     for (host, port), asked in zip(parts.sentinels, sentinel.sentinels, strict=True):
         try:
             address = asked.sentinel_get_master_addr_by_name(parts.master)
+        except TlsRefused as e:
+            refused = e
+            continue
         except (redis.ConnectionError, redis.TimeoutError):
             continue  # the next sentinel may answer; none answering is "unreachable"
         if address is None:
             raise ValkeyMisconfigured(f"sentinel {host}:{port} knows no master {parts.master!r}")
         break
     else:
+        if refused is not None:
+            raise refused
         listed = ",".join(f"{h}:{p}" for h, p in parts.sentinels)
         raise redis.ConnectionError(f"no sentinel answered ({listed})")
     return sentinel.master_for(parts.master, **node_kwargs)
@@ -291,6 +334,8 @@ class Link:
             )
         except redis.AuthenticationError as e:
             raise ValkeyUnavailable(f"Valkey refused the credentials: {one_line(e)}") from None
+        except TlsRefused as e:
+            raise ValkeyUnavailable(f"Valkey at {redact(self.url)}: {one_line(e)}") from None
         except (redis.ConnectionError, redis.TimeoutError, RedisClusterException, OSError) as e:
             return f"cannot reach Valkey at {redact(self.url)}: {one_line(e)}"
 

@@ -50,7 +50,9 @@ end
 # Returns per asset: 0 unchanged, 1 updated, 2 added. `gen` counts an asset's versions.
 # "Unchanged" needs the stored blob to have the manifest's zsize too: a blob that was lost,
 # truncated or replaced by hand is rewritten.
-_UPSERT = _WRITE_MANIFEST + """
+_UPSERT = (
+    _WRITE_MANIFEST
+    + """
 local stride = 3 + n
 local out = {}
 for a = 0, (#KEYS - 1) / 2 - 1 do
@@ -68,6 +70,7 @@ for a = 0, (#KEYS - 1) / 2 - 1 do
 end
 return out
 """
+)
 
 # KEYS: fence, then blob_i, manifest_i. ARGV: fence arg, channel, then path_i.
 # Returns per asset the number of keys deleted; publishes only when something went.
@@ -101,7 +104,9 @@ return out
 
 # KEYS: fence, manifest_i (one slot). ARGV: epoch, channel, n, n field names, then per asset:
 # path, hash, blob written (0/1), n field values. Returns per asset 0, 1 or 2 as _UPSERT.
-_MANIFESTS = _WRITE_MANIFEST + """
+_MANIFESTS = (
+    _WRITE_MANIFEST
+    + """
 local stride = 3 + n
 local out = {}
 for a = 0, #KEYS - 2 do
@@ -118,6 +123,7 @@ for a = 0, #KEYS - 2 do
 end
 return out
 """
+)
 
 # Cluster deletes, manifests first (a reader then sees no asset, or a torn pair it retries),
 # then blobs and the publish. KEYS: fence, key_i (one slot). ARGV: epoch, channel, then per

@@ -294,6 +294,8 @@ class ClusterStore(Store):
 
     def run_ids(self) -> dict[str, str]:
         replies = self.client.info("server", target_nodes=RedisCluster.PRIMARIES)
+        if "run_id" in replies:  # one primary: redis-py returns its reply unwrapped
+            return {"": str(replies["run_id"])}
         return {str(node): str(info.get("run_id", "")) for node, info in replies.items()}
 
 

@@ -29,6 +29,7 @@ from .connection import redact
 from .httpd import StatusServer
 from .messages import Report, ReportKind
 from .schemas import Registry, SchemaError
+from .webconfig import WebConfigError
 from .worker import Limits
 from .writer import WriterOptions
 
@@ -90,9 +91,13 @@ class Supervisor:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.mp_dir
         self._install_signals()
         try:
+            web = self.cfg.web_security()
             self.http = StatusServer(
-                self.cfg.metrics_addr, self.healthy, self.ready, self.status, self.mp_dir
+                self.cfg.metrics_addr, self.healthy, self.ready, self.status, self.mp_dir, web
             )
+        except WebConfigError as e:
+            log.error("configuration error: %s", e)
+            return ExitCode.USAGE
         except OSError as e:
             log.error("cannot listen on %s: %s", self.cfg.metrics_addr, e.strerror)
             return ExitCode.USAGE
@@ -251,10 +256,11 @@ class Supervisor:
         self.boot_failures = self.boot_failures + 1 if now - p.started < BOOT_WINDOW else 0
         self._stop_pipeline(p, graceful=True)
         self._kill_pipeline()
-        if self.boot_failures >= BOOT_FAILURES or code == ExitCode.USAGE:
+        if self.boot_failures >= BOOT_FAILURES or code in (ExitCode.USAGE, ExitCode.VALKEY):
+            # Exit 3: Valkey refused the writer (credentials, TLS), which a restart repeats.
             self.state.unhealthy = f"{dead} cannot start (exit code {code})"
             log.error("%s; giving up", self.state.unhealthy)
-            self.exit_code = ExitCode.USAGE
+            self.exit_code = ExitCode.VALKEY if code == ExitCode.VALKEY else ExitCode.USAGE
             return
         self.pipeline = self._start_pipeline()
 
@@ -325,6 +331,8 @@ class Supervisor:
         kept = ("valkey_url", "embedded", "valkey_password_file")
         self.cfg = self.cfg.replace(**{k: v for k, v in cfg.values.items() if k not in kept})
         self.registry = registry
+        if self.http is not None:  # the users and certificate files may have changed
+            self.http.secure(cfg.web_security())
         if self.pipeline is not None:
             self._stop_pipeline(self.pipeline, graceful=True)
             self._wait_stopped(self.pipeline, now + self.cfg.shutdown_timeout)

@@ -50,6 +50,48 @@ def log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str], bulk: bool
         )
 
 
+class Pending:
+    """The writer's buffer: the newest result per path not yet committed, and its blob bytes
+    (bounded by the caller while Valkey is away)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Item] = {}
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: Item) -> None:
+        """Keep `item` unless a newer result for its path is already here."""
+        previous = self.items.get(item.path)
+        if previous is not None and item.seq < previous.seq:
+            return
+        self._forget(previous)
+        if isinstance(item, Accepted):
+            self.bytes += len(item.blob)
+        self.items[item.path] = item
+
+    def remove(self, items: Iterable[Item]) -> None:
+        for item in items:
+            if self.items.get(item.path) is item:
+                self._forget(self.items.pop(item.path))
+
+    def take(self) -> list[Item]:
+        taken, self.items, self.bytes = list(self.items.values()), {}, 0
+        return taken
+
+    def drop_writes(self) -> bool:
+        """Forget all but the rejections (a rescan redoes the rest); True when any went."""
+        kept: dict[str, Item] = {p: r for p, r in self.items.items() if isinstance(r, Rejected)}
+        dropped = len(kept) != len(self.items)
+        self.items, self.bytes = kept, 0
+        return dropped
+
+    def _forget(self, item: Item | None) -> None:
+        if isinstance(item, Accepted):
+            self.bytes -= len(item.blob)
+
+
 @dataclass
 class Guard:
     max_prune_ratio: float = 0.5

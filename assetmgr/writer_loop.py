@@ -25,17 +25,14 @@ from . import logs, metrics
 from .connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
 from .lease import Lease
 from .messages import (
-    Accepted,
     Finish,
-    Item,
     Outcome,
     Plan,
-    Rejected,
     Report,
     ReportKind,
     SyncPoint,
 )
-from .writer import Writer, WriterOptions, log_plan
+from .writer import Pending, Writer, WriterOptions, log_plan
 
 log = logging.getLogger("assetmgr.writer")
 
@@ -53,8 +50,7 @@ class WriterLoop:
         self.outbox = outbox
         self.opts = opts
         self.plan = Plan()
-        self.pending: dict[str, Item] = {}
-        self.pending_bytes = 0
+        self.pending = Pending()
         self.syncs: list[SyncPoint] = []
         ks = opts.keyspace
         self.lease = Lease(ks.lease, ks.epoch, opts.lease_ttl)
@@ -72,6 +68,7 @@ class WriterLoop:
         self.live: set[str] = set()  # paths whose valid content Valkey holds
         self.finished = False
         self.stopped: Report | None = None  # why a one-shot run must end now
+        self.refused = False  # Valkey refused us for good: credentials, TLS
         self.needs_rescan = False
         self.synced_run_id: str | None = None
         self.next_marker_check = 0.0
@@ -138,11 +135,8 @@ class WriterLoop:
 
     def _drop_pending(self) -> None:
         """Forget buffered writes (standby, or over the memory bound); a rescan will redo them."""
-        kept: dict[str, Item] = {p: r for p, r in self.pending.items() if isinstance(r, Rejected)}
-        if len(kept) != len(self.pending):
+        if self.pending.drop_writes():
             self.needs_rescan = True
-        self.pending = kept
-        self.pending_bytes = 0
 
     def _request_rescan(self, why: str) -> None:
         log.warning("requesting a full rescan: %s", why)
@@ -185,9 +179,9 @@ class WriterLoop:
                 self.syncs.append(message)
                 return  # commit what came before it, then prune
             for item in message:
-                self._buffer(item)
+                self.pending.add(item)
                 taken += 1
-        if self.pending_bytes > PENDING_MAX_BYTES and not self.opts.oneshot:
+        if self.pending.bytes > PENDING_MAX_BYTES and not self.opts.oneshot:
             log.error(
                 "write buffer over %d MiB; dropping it until Valkey is back",
                 PENDING_MAX_BYTES >> 20,
@@ -195,31 +189,19 @@ class WriterLoop:
             self._drop_pending()
         metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
 
-    def _buffer(self, item: Item) -> None:
-        previous = self.pending.get(item.path)
-        if previous is not None and item.seq < previous.seq:
-            return
-        if isinstance(previous, Accepted):
-            self.pending_bytes -= len(previous.blob)
-        if isinstance(item, Accepted):
-            self.pending_bytes += len(item.blob)
-        self.pending[item.path] = item
-
     def flush(self) -> None:
         if not self.leader and not self.opts.dry_run:
             self._standby_flush()
             return
-        items = list(self.pending.values())
+        items = list(self.pending.items.values())
         rejected_before = self.writer.rejected
         for i in range(0, len(items), self.opts.batch_size):
             chunk = items[i : i + self.opts.batch_size]
             done = self.writer.apply(chunk)
             if self._not_committed(done):
                 return
-            for item in chunk:
-                self.pending.pop(item.path, None)
+            self.pending.remove(chunk)
             self._record(done, rejected_before)
-        self.pending_bytes = 0
         self.unacked_since = None
         while self.syncs:
             sync = self.syncs[0]  # dropped once recorded: a cut connection retries it whole
@@ -266,10 +248,8 @@ class WriterLoop:
     def _standby_flush(self) -> None:
         """Not the leader: keep the view of the disk, write nothing."""
         rejected_before = self.writer.rejected
-        if self.writer.observe(self.pending.values()):
+        if self.writer.observe(self.pending.take()):
             self.needs_rescan = True
-        self.pending.clear()
-        self.pending_bytes = 0
         while self.syncs:
             self.syncs.pop(0)
             self.hydrated = True
@@ -317,6 +297,7 @@ class WriterLoop:
             ):
                 self.step()
         except ValkeyUnavailable as e:
+            self.refused = True
             return Report(self.plan, Outcome.VALKEY_FAILED, str(e))
         except ValkeyMisconfigured as e:
             return Report(self.plan, Outcome.MISCONFIGURED, str(e))
@@ -400,11 +381,15 @@ def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     # The reader ends the input; SIGINT/SIGTERM to the whole group must not cut a batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    report = WriterLoop(inbox, outbox, opts).run()
+    loop = WriterLoop(inbox, outbox, opts)
+    report = loop.run()
     _send(outbox.send, report)
     if report.outcome is Outcome.MISCONFIGURED and not opts.oneshot:
         log.error("configuration error: %s", report.error)
         raise SystemExit(2)  # the supervisor's boot-error code: restarting would not help
+    if loop.refused and not opts.oneshot:
+        log.error("%s", report.error)  # credentials or TLS: the supervisor stops, exit 3
+        raise SystemExit(3)
 
 
 def _send(send: Callable[[Any], None], report: Report) -> None:

