@@ -30,6 +30,7 @@ import zstandard
 
 from .connection import Client, Endpoint, connect
 from .keyspace import CODEC, Keyspace, Manifest
+from .messages import Stored
 from .store import open_store
 
 TORN_RETRY_SECONDS = 2.0  # a cluster commit's two steps are one round trip apart
@@ -127,7 +128,7 @@ class AssetClient:
             return None
         return Asset(path, data, manifest)
 
-    def expectations(self, paths: Sequence[str], vfp: str) -> dict[str, str]:
+    def expectations(self, paths: Sequence[str], vfp: str) -> dict[str, Stored]:
         """For a scan: the hash stored for each path whose content was validated under
         fingerprint `vfp` and whose blob has the manifest's size. Empty when Valkey cannot be
         read: a hint only (the commit script checks again)."""
@@ -136,11 +137,11 @@ class AssetClient:
         if not paths or not vfp or self._lookups_failed:
             return {}
         try:
-            hashes = self.store.lookup(paths, vfp)
+            stored = self.store.lookup(paths, vfp)
         except redis.RedisError:
             self._lookups_failed = True  # one failure is enough: don't wait on every chunk
             return {}
-        return {path: h for path, h in zip(paths, hashes, strict=True) if h}
+        return {path: s for path, s in zip(paths, stored, strict=True) if s is not None}
 
     def paths(self) -> list[str]:
         """Every asset path that has a manifest."""

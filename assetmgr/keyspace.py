@@ -135,6 +135,7 @@ class Manifest:
     codec: str = CODEC
     writer: str = ""
     vfp: str = ""  # fingerprint of the rules that validated it (see worker.fingerprint)
+    stat: str = ""  # the file's signature when it was read (see worker.signature)
 
     def fields(self) -> dict[str, str]:
         return {
@@ -148,6 +149,7 @@ class Manifest:
             "gen": str(self.gen),
             "writer": self.writer,
             "vfp": self.vfp,
+            "stat": self.stat,
         }
 
     @classmethod
@@ -165,10 +167,13 @@ class Manifest:
             codec=f.get("codec", CODEC),
             writer=f.get("writer", ""),
             vfp=f.get("vfp", ""),
+            stat=f.get("stat", ""),
         )
 
 
-MANIFEST_FIELDS = ("size", "zsize", "codec", "schema", "mtime_ns", "updated_ms", "writer", "vfp")
+MANIFEST_FIELDS = (
+    "size", "zsize", "codec", "schema", "mtime_ns", "updated_ms", "writer", "vfp", "stat",
+)  # fmt: skip
 
 
 def _text(value: bytes | str) -> str:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-Task = tuple[str, int, str | None]  # (path, seq, hash Valkey holds under this fingerprint)
+# What Valkey holds for a path validated under the current fingerprint: (hash, stat signature).
+Stored = tuple[str, str]
+Task = tuple[str, int, Stored | None]  # (path, seq, what Valkey holds)
 
 # Rejection codes: metric labels, so a fixed, low-cardinality set (never a path).
 REASONS = (
@@ -48,6 +50,7 @@ class Accepted:
     mtime_ns: int = 0
     seq: int = 0
     vfp: str = ""
+    stat: str = ""  # the file's signature when read (worker.signature), '' when not vouched
 
 
 @dataclass(frozen=True)

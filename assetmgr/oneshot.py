@@ -15,10 +15,22 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 from . import tree
-from .messages import Accepted, Finish, Missing, Outcome, Plan, Rejected, Report, Result, SyncPoint
+from .messages import (
+    Accepted,
+    Finish,
+    Missing,
+    Outcome,
+    Plan,
+    Rejected,
+    Report,
+    Result,
+    Stored,
+    SyncPoint,
+    Unchanged,
+)
 from .pool import Pool
 from .schemas import Registry
-from .worker import Limits
+from .worker import Limits, unchanged_on_disk
 from .writer import WriterOptions
 from .writer_loop import serve
 
@@ -67,7 +79,7 @@ class ColdAware:
         self.lookup = lookup
         self.empty_chunks = 0
 
-    def __call__(self, paths: Sequence[str]) -> dict[str, str]:
+    def __call__(self, paths: Sequence[str]) -> dict[str, Stored]:
         if self.empty_chunks >= self.MISSES:
             return {}
         known = self.lookup(paths)
@@ -86,8 +98,9 @@ def scan(
 ) -> Scan:
     """Walk `root`, evaluate every candidate in the pool, hand each batch of results to `sink`.
 
-    `lookup` gives, per chunk of paths, the hashes Valkey already holds, so unchanged files are
-    only hashed (see worker.inspect).
+    `lookup` gives, per chunk of paths, what Valkey already holds: a file whose stat signature
+    is the stored one is Unchanged here, without a worker; one whose bytes hash to the stored
+    hash is only hashed (see worker.inspect).
     """
     found = Scan()
     started = time.monotonic()
@@ -98,7 +111,16 @@ def scan(
     try:
         for chunk, stored in tree.chunks(root, lookup=lookup, size=SUBMIT_CHUNK):
             found.paths.update(chunk)
-            pool.submit([(path, seq, stored.get(path)) for path in chunk])
+            same = [
+                Unchanged(path, stored[path][0], seq)
+                for path in chunk
+                if path in stored and unchanged_on_disk(root, path, stored[path], limits)
+            ]
+            if same:
+                sink(same)
+                done += len(same)
+            skip = {u.path for u in same}
+            pool.submit([(p, seq, stored.get(p)) for p in chunk if p not in skip])
             done += _collect(pool, found, sink, 0)
         while pool.pending:
             done += _collect(pool, found, sink, 1.0)

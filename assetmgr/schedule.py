@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from . import tree
-from .messages import Delete, Task
+from .messages import Delete, Stored, Task
 
 # A path rewritten while it was being read is in a burst (a shell loop, a log-style writer):
 # read it again once it has been quiet this long, or at the latest BURST_MAX after the burst
@@ -40,7 +40,7 @@ class Schedule:
         self.seq[path] = seq
         return seq
 
-    def mark_dirty(self, path: str, now: float, expect: str | None = None) -> None:
+    def mark_dirty(self, path: str, now: float, expect: Stored | None = None) -> None:
         """Read `path` again: now, or once its read in flight or its burst cool-down ends.
         `expect` is the hash Valkey holds for it, so an unchanged file is only hashed."""
         self.settling.pop(path, None)

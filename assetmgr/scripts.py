@@ -162,16 +162,18 @@ DELETE_KEYS = by_epoch(_DELETE_KEYS)
 # KEYS: fence. ARGV: epoch.
 RAISE_FENCE = by_epoch("return 0")
 
-# Read-only, for a scan: per asset, the stored hash when its manifest was validated under the
-# fingerprint ARGV[1] and its blob has the manifest's size, else ''. One command per chunk
-# instead of two per asset. KEYS: manifest_i, blob_i.
+# Read-only, for a scan: per asset, the stored hash and stat signature when its manifest was
+# validated under the fingerprint ARGV[1] and its blob has the manifest's size, else '' and ''.
+# One command per chunk instead of two per asset. KEYS: manifest_i, blob_i.
 LOOKUP = """#!lua flags=no-writes
 local out = {}
 for i = 1, #KEYS, 2 do
-  local m = redis.call('HMGET', KEYS[i], 'hash', 'vfp', 'zsize')
+  local m = redis.call('HMGET', KEYS[i], 'hash', 'vfp', 'zsize', 'stat')
   if m[1] and m[2] == ARGV[1] and tonumber(m[3]) == redis.call('STRLEN', KEYS[i + 1]) then
     out[#out + 1] = m[1]
+    out[#out + 1] = m[4] or ''
   else
+    out[#out + 1] = ''
     out[#out + 1] = ''
   end
 end

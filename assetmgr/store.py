@@ -25,6 +25,7 @@ from redis.cluster import RedisCluster
 from . import scripts
 from .keyspace import MANIFEST_FIELDS, SLOTS, Keyspace, Manifest, slot_of
 from .lease import Lease
+from .messages import Stored
 
 CHUNK_BYTES = 8 * 1024**2  # blob bytes per script call: keeps one call's latency bounded
 Asset = tuple[str, bytes, Manifest]  # path, blob, manifest
@@ -117,12 +118,13 @@ class Store:
         replies = pipe.execute()
         return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(paths))]
 
-    def lookup(self, paths: Sequence[str], vfp: str) -> list[str]:
-        """Per path the stored hash when it was validated under `vfp` and its blob has the
-        manifest's size, else '' (one read-only script for the whole chunk)."""
+    def lookup(self, paths: Sequence[str], vfp: str) -> list[Stored | None]:
+        """Per path the stored hash and stat signature when it was validated under `vfp` and
+        its blob has the manifest's size, else None (one read-only script per chunk)."""
         keys = [key for path in paths for key in (self.ks.manifest(path), self.ks.blob(path))]
-        replies = self._read_only(scripts.LOOKUP, keys, [vfp])
-        return [h.decode() if isinstance(h, bytes) else str(h or "") for h in replies]
+        replies = [_text(r) for r in self._read_only(scripts.LOOKUP, keys, [vfp])]
+        pairs = zip(replies[0::2], replies[1::2], strict=True)
+        return [(h, sig) if h else None for h, sig in pairs]
 
     def _read_only(self, script: str, keys: list[str], args: list[str]) -> Any:
         """EVALSHA_RO: allowed on replicas and to read-only users, and plainly a read in
@@ -277,19 +279,19 @@ class ClusterStore(Store):
         step.run()
         return step.fenced
 
-    def lookup(self, paths: Sequence[str], vfp: str) -> list[str]:
+    def lookup(self, paths: Sequence[str], vfp: str) -> list[Stored | None]:
         """Per path, two reads grouped by node (one round trip each): the manifest's hash,
-        fingerprint and zsize, and the blob's length."""
+        fingerprint, zsize and stat signature, and the blob's length."""
         pipe = self.client.pipeline()
         for path in paths:
-            pipe.hmget(self.ks.manifest(path), "hash", "vfp", "zsize")
+            pipe.hmget(self.ks.manifest(path), "hash", "vfp", "zsize", "stat")
             pipe.strlen(self.ks.blob(path))
         replies = pipe.execute()
-        out = []
+        out: list[Stored | None] = []
         for i in range(len(paths)):
-            (stored, fingerprint, zsize), length = replies[2 * i], replies[2 * i + 1]
+            (stored, fingerprint, zsize, sig), length = replies[2 * i], replies[2 * i + 1]
             ok = stored and fingerprint == vfp.encode() and zsize and int(zsize) == length
-            out.append(stored.decode() if ok else "")
+            out.append((_text(stored), _text(sig)) if ok else None)
         return out
 
     def run_ids(self) -> dict[str, str]:
@@ -314,6 +316,10 @@ WRITE_SCRIPTS = (
 @functools.cache
 def sha1(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 def _is_fenced(reply: Any) -> bool:

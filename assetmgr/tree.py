@@ -12,10 +12,12 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import PurePosixPath
 
+from .messages import Stored
+
 SUFFIX = ".json"
 
-# Per chunk of paths, the hashes Valkey holds for them (a hint: only hash what is unchanged).
-Lookup = Callable[[Sequence[str]], dict[str, str]]
+# Per chunk of paths, what Valkey holds for them (a hint: only stat or hash what is unchanged).
+Lookup = Callable[[Sequence[str]], dict[str, Stored]]
 
 
 def is_ignored(path: str) -> bool:
@@ -86,7 +88,7 @@ def walk(
                 yield prefix + name
 
 
-def no_lookup(paths: Sequence[str]) -> dict[str, str]:
+def no_lookup(paths: Sequence[str]) -> dict[str, Stored]:
     return {}
 
 
@@ -96,7 +98,7 @@ def chunks(
     on_dir: Callable[[str], object] | None = None,
     lookup: Lookup = no_lookup,
     size: int = 512,
-) -> Iterator[tuple[list[str], dict[str, str]]]:
+) -> Iterator[tuple[list[str], dict[str, Stored]]]:
     """The one scan driver (daemon and one-shot): `walk` in chunks of `size` paths, each with
     what `lookup` says Valkey holds for them, so lookups overlap the walk and the reads."""
     chunk: list[str] = []

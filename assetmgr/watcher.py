@@ -21,6 +21,7 @@ from inotify_simple import INotify
 from inotify_simple import flags as F
 
 from . import metrics, tree
+from .messages import Stored
 
 log = logging.getLogger("assetmgr.watcher")
 
@@ -119,7 +120,7 @@ class Watches:
 
     def scan(
         self, start: str = "", lookup: tree.Lookup = tree.no_lookup
-    ) -> Iterator[tuple[list[str], dict[str, str]]]:
+    ) -> Iterator[tuple[list[str], dict[str, Stored]]]:
         """Walk `start` with every directory watched before it is listed, in chunks of paths
         with what Valkey holds for them (`tree.chunks`, the driver `hydrate` uses too)."""
         return tree.chunks(self.root, start, self.add, lookup, SCAN_CHUNK)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +22,7 @@ import fastjsonschema
 import orjson
 import zstandard
 
-from .messages import Accepted, Missing, Rejected, Result, Unchanged, Verdict
+from .messages import Accepted, Missing, Rejected, Result, Stored, Unchanged, Verdict
 from .schemas import Registry
 from .tree import inside
 
@@ -207,20 +208,25 @@ def inspect(
     compressor: zstandard.ZstdCompressor | None = None,
     *,
     seq: int = 0,
-    expect: str | None = None,
+    expect: Stored | None = None,
     vfp: str = "",
 ) -> Result:
     """Read `root/path` safely and evaluate it. Never opens a FIFO, device or socket.
 
-    With `expect` (the hash Valkey holds, validated under the current fingerprint), bytes that
-    hash to it are reported Unchanged without being parsed, validated or compressed again.
+    With `expect` (the hash and stat signature Valkey holds, validated under the current
+    fingerprint), a file whose signature is unchanged is Unchanged without being opened, and
+    bytes that hash to the stored hash are Unchanged without being parsed, validated or
+    compressed again.
     """
     misnamed = _misnamed(path)
     if misnamed:
         return replace(misnamed, seq=seq)
     full = os.path.join(root, path)
     try:
-        data, mtime_ns = _read(root, full, limits)
+        st = _stat(root, full, limits)
+        if expect is not None and expect[1] and expect[1] == signature(st):
+            return Unchanged(path, expect[0], seq)
+        data, sig, mtime_ns = _read(full, limits)
     except FileNotFoundError:
         return Missing(path, seq)
     except _Invalid as e:
@@ -229,17 +235,41 @@ def inspect(
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return Missing(path, seq)
         return Rejected(path, "unreadable", f"cannot read: {e.strerror or e}", seq)
-    if expect is not None and hashlib.sha256(data).hexdigest() == expect:
-        return Unchanged(path, expect, seq)
+    if expect is not None and hashlib.sha256(data).hexdigest() == expect[0]:
+        return Unchanged(path, expect[0], seq)
     verdict = evaluate(path, data, registry, limits, compressor)
     if isinstance(verdict, Accepted):
         return Accepted(
-            path, verdict.blob, verdict.hash, verdict.size, verdict.schema, mtime_ns, seq, vfp
+            path, verdict.blob, verdict.hash, verdict.size, verdict.schema, mtime_ns, seq, vfp, sig
         )
     return replace(verdict, seq=seq)
 
 
-def _read(root: str, full: str, limits: Limits) -> tuple[bytes, int]:
+# A file whose status changed less than this before it was read is not vouched for by its
+# signature: a second change within the file system's timestamp granularity could leave the
+# signature as it was (git's "racily clean" entries).
+RACY_NS = 2_000_000_000
+
+
+def signature(st: os.stat_result) -> str:
+    """Identity and status of a file: device, inode, size, mtime and ctime. Any write, rename
+    over it, chmod or `touch -r` changes the ctime, which no user can set back."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def unchanged_on_disk(root: str, path: str, stored: Stored, limits: Limits) -> bool:
+    """Does the file still have the stat signature Valkey recorded with its content? (The
+    scan's shortcut: no read, no worker. Anything unusual answers False: `inspect` decides.)"""
+    if not stored[1]:
+        return False
+    try:
+        return signature(_stat(root, os.path.join(root, path), limits)) == stored[1]
+    except (OSError, _Invalid, ValueError):
+        return False
+
+
+def _stat(root: str, full: str, limits: Limits) -> os.stat_result:
+    """The file's status, following a symlink only when it stays inside the root."""
     st = os.lstat(full)
     if stat.S_ISLNK(st.st_mode):
         target = os.path.realpath(full)
@@ -247,6 +277,13 @@ def _read(root: str, full: str, limits: Limits) -> tuple[bytes, int]:
             raise _Invalid("symlink_outside", "symlink points outside the root")
         st = os.stat(full)
     _check_regular(st, limits)
+    return st
+
+
+def _read(full: str, limits: Limits) -> tuple[bytes, str, int]:
+    """The bytes, the signature to store ('' when the file changed while being read or too
+    recently to be vouched for), and the mtime."""
+    started = time.time_ns()
     # O_NONBLOCK: if a FIFO is swapped in between stat and open, open must not hang.
     fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
@@ -260,12 +297,16 @@ def _read(root: str, full: str, limits: Limits) -> tuple[bytes, int]:
                 break
             chunks.append(chunk)
             remaining -= len(chunk)
+        after = os.fstat(fd)
     finally:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > limits.max_size:
         raise _Invalid("too_large", f"over the {limits.max_size}-byte limit")
-    return data, st.st_mtime_ns
+    sig = signature(st)
+    if sig != signature(after) or st.st_ctime_ns > started - RACY_NS:
+        sig = ""
+    return data, sig, st.st_mtime_ns
 
 
 def _check_regular(st: os.stat_result, limits: Limits) -> None:

@@ -225,7 +225,7 @@ class Writer:
         assets = [
             (a.path, a.blob, Manifest(
                 a.hash, a.size, len(a.blob), a.schema, a.mtime_ns, now_ms, 0,
-                writer=self.identity, vfp=a.vfp,
+                writer=self.identity, vfp=a.vfp, stat=a.stat,
             ))
             for a in upserts
         ]  # fmt: skip
