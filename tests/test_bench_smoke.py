@@ -1,4 +1,4 @@
-"""The benchmark suite runs end to end on a tiny corpus (so it cannot
+"""The benchmark suite and the profiling tool run end to end on a tiny corpus (so they cannot
 rot). No timing is checked; what the corpus and the runs say about the assets is."""
 
 import json
@@ -49,3 +49,19 @@ def test_bench_smoke_writes_every_section(tmp_path):
     assert rehydrate["summary"]["unchanged"] == rehydrate["summary"]["valid_expected"]
     assert rehydrate["summary"]["asset_writes"] == 0
     assert report["sections"]["scaling"]["summary"]["workers_2_peak_rss_mb"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_profiling_smoke_reports_every_part(tmp_path):
+    run_perf("profiling.py", "--smoke", "--out", tmp_path)
+    report = json.loads((tmp_path / "profile.json").read_text())
+    assert report["startup"]["imports"]["total_s"] > 0
+    stages = report["rehydrate"]["stages"]
+    assert {"walk", "lookup_stored_hashes", "worker_inspect_total", "writer_prune_scan"} <= set(
+        stages
+    )
+    assert report["rehydrate"]["known"] == report["rehydrate"]["files"] - 6  # 2% of 300 invalid
+    assert {"main", "worker", "writer"} <= set(report["command"]["roles"])
+    (large,) = report["evaluate"]["assets"].values()
+    assert large["bytes"] > 500_000
+    assert large["ms"]["schema_check"]["min_ms"] > 0
