@@ -72,6 +72,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+SCAN = re.compile(r" files in ([0-9.]+)s ")
 COUNTS = re.compile(r"added=(\d+) updated=(\d+) unchanged=(\d+) deleted=(\d+) invalid=(\d+)")
 
 
@@ -83,6 +84,7 @@ class CliRun:
     seconds: float
     returncode: int
     counts: dict[str, int]
+    scan_s: float = float("nan")  # the walk + pool part, as the command logs it
     peak_rss_mb: float = float("nan")  # max over samples of the sum of VmRSS of the tree
     peak_processes: int = 0  # processes in the tree at that peak
     peak_by_process_mb: dict[str, float] = field(default_factory=dict)  # VmHWM by role
@@ -115,7 +117,8 @@ def run_cli(*args: str, timeout: float = 1800, sample_rss: bool = False) -> CliR
     match = COUNTS.search(stderr)
     names = ("added", "updated", "unchanged", "deleted", "invalid")
     counts = dict(zip(names, map(int, match.groups()), strict=True)) if match else {}
-    run = CliRun(seconds, proc.returncode, counts)
+    scanned = SCAN.search(stderr)
+    run = CliRun(seconds, proc.returncode, counts, float(scanned.group(1)) if scanned else math.nan)
     if sampler:
         run.peak_rss_mb, run.peak_processes = sampler.peak_kb / 1024, sampler.peak_processes
         run.peak_by_process_mb = {k: v / 1024 for k, v in sampler.hwm_kb.items()}

@@ -16,6 +16,8 @@
   nothing in assetmgr/ changes.
 - evaluate: `worker.evaluate` on ~1 MB assets (one per kind) and the 3-10 MB ones, stage by
   stage (profiling_eval.py).
+- cold: one core running assetmgr's `inspect` over the tree vs the ideal's lean chain, per
+  size class, and the top functions of `inspect` on the small files.
 
 (Named profiling.py, not profile.py: a perf/profile.py would shadow the stdlib `profile` module
 that cProfile imports.) Output: tables on stdout, OUT/profile.json, OUT/*.prof, OUT/top-*.txt.
@@ -52,7 +54,7 @@ from assetmgr.keyspace import Keyspace
 from assetmgr.writer import Guard, SyncPoint, Writer
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("startup", "rehydrate", "command", "evaluate")
+PARTS = ("startup", "rehydrate", "command", "evaluate", "cold")
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
@@ -85,28 +87,29 @@ def startup(root: Path, url: str, repeat: int, top: int) -> dict[str, Any]:
         "assetmgr_help": wall([py, "-m", "assetmgr", "--help"], repeat),
         "rehydrate": wall([py, "-m", "assetmgr", *hydrate_argv(root, url)], repeat),
     }
-    done = subprocess.run([py, "-X", "importtime", "-m", "assetmgr", *hydrate_argv(root, url)],
-                          capture_output=True, text=True, env=measure.clean_env())  # fmt: skip
-    out["imports"] = importtime(done.stderr, top)
+    argv = [py, "-X", "importtime", "-m", "assetmgr", *hydrate_argv(root, url)]
+    runs = [subprocess.run(argv, capture_output=True, text=True, env=measure.clean_env()).stderr
+            for _ in range(repeat)]  # fmt: skip
+    out["imports"] = importtime(runs, top)
     return out
 
 
-def importtime(stderr: str, top: int) -> dict[str, Any]:
-    """`-X importtime` lines → the total, and the own (self) time summed by root package, so
-    `redis.*` or `asyncio.*` pulled in by one import show up as what they cost."""
+def importtime(runs: list[str], top: int) -> dict[str, Any]:
+    """`-X importtime` output of several runs → each module's least own (self) time, their
+    total, and those summed by root package, so `redis.*` or `asyncio.*` pulled in by one
+    import show up as what they cost. The least of the runs: a single run is noisy."""
+    own: dict[str, float] = {}
+    for stderr in runs:
+        for line in stderr.splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| \s*(\S+)", line)
+            if m:
+                name, seconds = m.group(3), int(m.group(1)) / 1e6
+                own[name] = min(own.get(name, seconds), seconds)
     by_package: dict[str, float] = {}
-    modules: list[tuple[str, float]] = []
-    total = 0.0
-    for line in stderr.splitlines():
-        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
-        if not m:
-            continue
-        name, own, cumulative = m.group(4), int(m.group(1)) / 1e6, int(m.group(2)) / 1e6
-        if not m.group(3):  # top level: not indented under another import
-            total += cumulative
-        root = name.split(".")[0]
-        by_package[root] = by_package.get(root, 0.0) + own
-        modules.append((name, own))
+    for name, seconds in own.items():
+        by_package[name.split(".")[0]] = by_package.get(name.split(".")[0], 0.0) + seconds
+    modules = list(own.items())
+    total = sum(own.values())
     ranked = sorted(by_package.items(), key=lambda r: -r[1])
     return {"total_s": total, "top": ranked[:top],
             "top_modules": sorted(modules, key=lambda r: -r[1])[:top]}  # fmt: skip
@@ -263,6 +266,8 @@ def print_report(report: dict[str, Any], top: int) -> None:
             print(f"  {own:8.3f} own {cum:8.3f} cum {calls:>9,}  {name}")
     if "evaluate" in report:
         profiling_eval.print_report(report["evaluate"], top)
+    if "cold" in report:
+        profiling_eval.print_cold(report["cold"], top)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             report["command"] = command_profile(root, url, args.out, args.top)
         if "rehydrate" in parts:
             report["rehydrate"] = rehydrate_stages(root, url, args.repeat)
+        if "cold" in parts:
+            report["cold"] = profiling_eval.cold_per_file(root, meta, args.out, args.top)
         if "evaluate" in parts:
             report["evaluate"] = profiling_eval.evaluate_report(root, meta, args.repeat, args.out,
                                                                 args.top)  # fmt: skip

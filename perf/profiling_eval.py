@@ -157,3 +157,48 @@ def top_functions(files: list[Path], text: Path, top: int) -> dict[str, Any]:
     by_cum = sorted(rows, key=lambda r: -r[3])[:top]
     return {"processes": len(files), "total_s": stats.total_tt,  # type: ignore[attr-defined]
             "by_own": by_own, "by_cumulative": by_cum}  # fmt: skip
+
+
+def cold_per_file(root: Path, meta: corpus.Meta, out: Path, top: int) -> dict[str, Any]:
+    """One core: assetmgr's `inspect` over the whole tree vs the ideal's lean library chain,
+    by size class, and the top functions of `inspect` over the small files."""
+    import baselines
+
+    registry = schemas.load(root / "schemas")
+    assets, limits = root / "assets", worker.Limits()
+    compressor = zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
+    classes = {"small": meta.small + list(meta.invalid), "5 KB-1 MB": meta.other,
+               "~1 MB": meta.large, "3-10 MB": meta.huge}  # fmt: skip
+    report: dict[str, Any] = {}
+    for name, paths in classes.items():
+        if not paths:
+            continue
+        started = time.perf_counter()
+        for rel in paths:
+            worker.inspect(str(assets), rel, registry, limits, compressor)
+        inspect_s = time.perf_counter() - started
+        lean_s, _ = baselines.lean_chain(assets, root / "schemas", paths)
+        report[name] = {"files": len(paths), "inspect_s": inspect_s, "lean_s": lean_s,
+                        "inspect_us_per_file": inspect_s / len(paths) * 1e6,
+                        "lean_us_per_file": lean_s / len(paths) * 1e6}  # fmt: skip
+    prof = cProfile.Profile()
+    prof.enable()
+    for rel in meta.small:
+        worker.inspect(str(assets), rel, registry, limits, compressor)
+    prof.disable()
+    dump = out / "inspect-small.prof"
+    prof.dump_stats(dump)
+    report["profile_small"] = top_functions([dump], out / "top-inspect-small.txt", top)["by_own"]
+    return report
+
+
+def print_cold(report: dict[str, Any], top: int) -> None:
+    print("\n== one core, per file: assetmgr inspect vs the lean chain (cold work) ==")
+    for name, r in report.items():
+        if name != "profile_small":
+            print(f"  {name:<10} {r['files']:>7,} files  inspect {r['inspect_s']:7.2f} s "
+                  f"({r['inspect_us_per_file']:9.0f} us/file)  lean {r['lean_s']:7.2f} s "
+                  f"({r['lean_us_per_file']:9.0f} us/file)")  # fmt: skip
+    print("  top functions of inspect over the small files (own time):")
+    for name, calls, own, cum in report["profile_small"][:top]:
+        print(f"  {own:8.3f} own {cum:8.3f} cum {calls:>9,}  {name}")

@@ -58,6 +58,7 @@ def cold(ctx: Context) -> dict[str, Any]:
         ideal = baselines.ideal_per_s(n, cpu_s, write_s)
         return {
             "hydrate_s": run.seconds,
+            "hydrate_scan_s": run.scan_s,
             "hydrate_per_s": rate(n, run.seconds),
             "naive_per_s": rate(n, naive_s),
             "lean_one_core_per_s": rate(n, cpu_s),
@@ -96,6 +97,8 @@ def rehydrate(ctx: Context) -> dict[str, Any]:
         return {
             "cold_s": cold_run.seconds,
             "rehydrate_s": again.seconds,
+            "rehydrate_scan_s": again.scan_s,  # the rest: start-up, compile, fork, commit, exit
+            "rehydrate_outside_scan_s": again.seconds - again.scan_s,
             "rehydrate_per_s": rate(n, again.seconds),
             "ratio_vs_cold": cold_run.seconds / again.seconds,
         }
