@@ -4,25 +4,26 @@ every section gets: the Valkey it measures against, how to run `hydrate` and the
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import corpus as generator
 import measure
 import redis
+from corpus import Shape
 
 SEED = 7
+DAEMON_TREE = Shape(5_000, 20, 2, 0.02)  # 20 of ~1 MB, 2 of 3-10 MB, 2% invalid
 
 
 @dataclass(frozen=True)
 class Profile:
     """Sizes of one benchmark mode (full, --quick, --smoke)."""
 
-    cold: tuple[int, int] = (20_000, 20)  # (small, large) assets
-    daemon: tuple[int, int] = (5_000, 20)  # the tree of the latency and burst sections
+    cold: int = 20_000  # files of the cold / rehydrate / --workers corpus
+    daemon: Shape = DAEMON_TREE  # the tree of the latency and burst sections
     small_edits: int = 200
     large_edits: int = 20
     rates: tuple[float, ...] = (20, 200)
@@ -31,15 +32,13 @@ class Profile:
     memory_seconds: float = 60
     memory_rate: float = 50
     workers: tuple[int, ...] = (1, 2, 4)
-    sizes: tuple[int, ...] = (10_000, 20_000, 50_000)
+    sizes: tuple[int, ...] = (10_000, 50_000, 200_000)
 
 
 @dataclass
 class Corpus:
     dir: Path
-    small: list[str]
-    large: list[str]
-    bytes: int
+    meta: generator.Meta
 
     @property
     def assets(self) -> Path:
@@ -51,7 +50,23 @@ class Corpus:
 
     @property
     def paths(self) -> list[str]:
-        return self.small + self.large
+        return self.meta.paths
+
+    @property
+    def small(self) -> list[str]:
+        return self.meta.small
+
+    @property
+    def large(self) -> list[str]:
+        return self.meta.large
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.meta.sizes.values())
+
+    @property
+    def invalid(self) -> int:
+        return len(self.meta.invalid)
 
 
 @dataclass
@@ -61,6 +76,7 @@ class Context:
     url: str
     corpus_dir: Path
     logs: Path
+    shape: Callable[[int], Shape] = generator.realistic
     client: redis.Redis = field(init=False)
     _daemons: int = 0
 
@@ -70,24 +86,26 @@ class Context:
     def flush(self) -> None:
         self.client.flushall()
 
-    def corpus(self, small: int, large: int) -> Corpus:
-        """The generated tree of that size, reused from `corpus_dir` when already there."""
-        target = self.corpus_dir / f"s{small}-l{large}-seed{SEED}"
-        marker = target / "corpus.json"
-        if not marker.exists():
+    def corpus(self, shape: Shape) -> Corpus:
+        """The generated tree of that shape, reused from `corpus_dir` when already there."""
+        target = self.corpus_dir / f"{shape.name}-seed{SEED}"
+        meta = generator.load(target)
+        if meta is None:
             shutil.rmtree(target, ignore_errors=True)
-            print(f"  generating {small} small + {large} large assets in {target}", flush=True)
-            paths = generator.generate(target, small, large, 0.0, SEED)
-            size = sum((target / "assets" / p).stat().st_size for p in paths)
-            meta = {"small": paths[:small], "large": paths[small:], "bytes": size}
-            marker.write_text(json.dumps(meta))
-        meta = json.loads(marker.read_text())
-        return Corpus(target, meta["small"], meta["large"], meta["bytes"])
+            print(f"  generating {shape.files:,} files ({shape.name}) in {target}", flush=True)
+            meta = generator.generate(target, shape, SEED)
+            generator.save(target, meta)
+            print("  " + generator.describe(meta).replace("\n", "\n  "), flush=True)
+        return Corpus(target, meta)
 
-    def hydrate(self, tree: Corpus, *extra: str) -> float:
+    def tree(self, files: int) -> Corpus:
+        """A corpus of the benchmark's shape (realistic, or --shape trial) with `files` files."""
+        return self.corpus(self.shape(files))
+
+    def hydrate(self, tree: Corpus, *extra: str, sample_rss: bool = False) -> measure.CliRun:
         root, schemas = str(tree.assets), str(tree.schemas)
         return measure.run_cli("hydrate", "--root", root, "--schemas", schemas,
-                               "--valkey-url", self.url, *extra)  # fmt: skip
+                               "--valkey-url", self.url, *extra, sample_rss=sample_rss)  # fmt: skip
 
     def daemon(self, tree: Corpus, name: str) -> measure.Daemon:
         self._daemons += 1

@@ -72,20 +72,87 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def run_cli(*args: str, timeout: float = 1800) -> float:
-    """Run `python -m assetmgr ARGS` to completion; return its wall time in seconds."""
+SCAN = re.compile(r" files in ([0-9.]+)s ")
+COUNTS = re.compile(r"added=(\d+) updated=(\d+) unchanged=(\d+) deleted=(\d+) invalid=(\d+)")
+
+
+@dataclass
+class CliRun:
+    """One `python -m assetmgr ...` run: wall time, exit code, the plan counts it logged and,
+    when sampled, the peak of its whole process tree's RSS."""
+
+    seconds: float
+    returncode: int
+    counts: dict[str, int]
+    scan_s: float = float("nan")  # the walk + pool part, as the command logs it
+    peak_rss_mb: float = float("nan")  # max over samples of the sum of VmRSS of the tree
+    peak_processes: int = 0  # processes in the tree at that peak
+    peak_by_process_mb: dict[str, float] = field(default_factory=dict)  # VmHWM by role
+
+
+def run_cli(*args: str, timeout: float = 1800, sample_rss: bool = False) -> CliRun:
+    """Run `python -m assetmgr ARGS` to completion (exit 0, or 1 = some assets invalid).
+
+    The wall time covers the interpreter start, imports, forks, scan and commit. With
+    `sample_rss`, a thread polls /proc every 20 ms for the RSS of the command's process tree
+    (the main process, its workers and its writer); the command waits in `communicate`, so
+    the polling does not delay when its end is seen.
+    """
     started = time.perf_counter()
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "assetmgr", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean_env(),
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"assetmgr {args[0]} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return seconds
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )  # fmt: skip
+    sampler = RssSampler(proc.pid) if sample_rss else None
+    if sampler:
+        sampler.start()
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        seconds = time.perf_counter() - started
+        if sampler:
+            sampler.stop()
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"assetmgr {args[0]} exited {proc.returncode}:\n{stderr[-3000:]}")
+    match = COUNTS.search(stderr)
+    names = ("added", "updated", "unchanged", "deleted", "invalid")
+    counts = dict(zip(names, map(int, match.groups()), strict=True)) if match else {}
+    scanned = SCAN.search(stderr)
+    run = CliRun(seconds, proc.returncode, counts, float(scanned.group(1)) if scanned else math.nan)
+    if sampler:
+        run.peak_rss_mb, run.peak_processes = sampler.peak_kb / 1024, sampler.peak_processes
+        run.peak_by_process_mb = {k: v / 1024 for k, v in sampler.hwm_kb.items()}
+    return run
+
+
+class RssSampler:
+    """Polls the RSS of a process tree from a thread: the peak of its sum, and each role's
+    VmHWM (the largest worker stands for the workers)."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak_kb, self.peak_processes = 0, 0
+        self.hwm_kb: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            procs = tree_memory(self.pid)
+            total = sum(m.rss_kb for m in procs)
+            if total > self.peak_kb:
+                self.peak_kb, self.peak_processes = total, len(procs)
+            for m in procs:
+                role = "main" if m.pid == self.pid else m.name.removeprefix("assetmgr-")
+                self.hwm_kb[role] = max(self.hwm_kb.get(role, 0), m.hwm_kb)
+            self._stop.wait(self.interval)
 
 
 def free_port() -> int:
@@ -300,89 +367,3 @@ class Monitor:
                 ):
                     self.writes[verb] = self.writes.get(verb, 0) + 1
         client.close()
-
-
-def bump(data: bytes, version: int) -> bytes:
-    """The asset with a new `version`: still valid, different bytes, so the daemon publishes."""
-    return re.sub(rb'"version": \d+', b'"version": %d' % version, data, count=1)
-
-
-def save(root: Path, rel: str, data: bytes, mode: str) -> int:
-    """Write as an editor would: `rename` (hidden temp file, then rename) or `inplace`.
-
-    Returns `monotonic_ns()` taken just before the call that completes the new content (the
-    rename, or the close). Taken after it instead, a writer descheduled right after the call
-    (the woken daemon may run first on a busy host) measures messages arriving "before" the
-    edit; taken before, that delay is counted in the latency, which is the safe side.
-    """
-    path = root / rel
-    if mode == "rename":
-        temp = path.with_name(f".{path.name}.bench-tmp")
-        temp.write_bytes(data)
-        completed = time.monotonic_ns()
-        os.rename(temp, path)
-        return completed
-    f = open(path, "wb")  # noqa: SIM115 - the close is what is timed
-    try:
-        f.write(data)
-        completed = time.monotonic_ns()
-    finally:
-        f.close()
-    return completed
-
-
-def edit_loop(
-    root: str, edits: list[tuple[str, int]], mode: str, rate: float, conn: object
-) -> None:
-    """A separate writer process: save `(path, version)` edits at `rate` per second (0 = as fast
-    as possible) and send back `(path, monotonic_ns when the new content was completed)`."""
-    base = Path(root)
-    payloads = [(rel, bump((base / rel).read_bytes(), v)) for rel, v in edits]
-    done: list[tuple[str, int]] = []
-    start = time.monotonic()
-    for i, (rel, data) in enumerate(payloads):
-        if rate > 0:
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        done.append((rel, save(base, rel, data, mode)))
-    conn.send(done)  # type: ignore[attr-defined]
-    conn.close()  # type: ignore[attr-defined]
-
-
-def run_editor(
-    root: Path, edits: list[tuple[str, int]], mode: str, rate: float
-) -> list[tuple[str, int]]:
-    """Run `edit_loop` in its own (spawned) process and return its timestamps."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=edit_loop, args=(str(root), edits, mode, rate, sender))
-    proc.start()
-    sender.close()
-    try:
-        done: list[tuple[str, int]] = receiver.recv()
-    finally:
-        proc.join(30)
-    return done
-
-
-def latencies_ms(
-    edits: list[tuple[str, int]], messages: list[tuple[str, int]]
-) -> tuple[list[float], int]:
-    """Pair each edit with the first message for its path received after it, each message used
-    once; (latencies in ms, edits no message answered)."""
-    by_path: dict[str, list[int]] = {}
-    for path, t in sorted(messages, key=lambda m: m[1]):
-        by_path.setdefault(path, []).append(t)
-    out, missing = [], 0
-    for path, closed in sorted(edits, key=lambda e: e[1]):
-        queue = by_path.get(path, [])
-        while queue and queue[0] < closed:
-            queue.pop(0)  # an answer to an earlier edit of this path
-        if queue:
-            out.append((queue.pop(0) - closed) / 1e6)
-        else:
-            missing += 1
-    return out, missing

@@ -1,0 +1,204 @@
+"""Where a large asset's `worker.evaluate` time goes, stage by stage (for perf/profiling.py).
+
+Each stage is the library call `evaluate` makes (parse_strict: orjson.loads, orjson.dumps of
+the document again, the two scans outside strings that prove no key was repeated, the depth
+check; then the schema check, zstd, sha256), timed alone on the same bytes: min of `repeat`.
+Also: the exact parser (stdlib json with hooks, what an escaped quote costs), the pickling
+of the result for the pipes, and evaluate with the cyclic garbage collector off (a parse of
+a large document allocates enough containers to trigger it many times).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import hashlib
+import os
+import pickle
+import pstats
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import corpus
+import orjson
+import zstandard
+
+from assetmgr import schemas, worker
+
+
+def best_ms(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
+    runs = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - started) * 1000)
+    return {"min_ms": min(runs), "median_ms": statistics.median(runs)}
+
+
+def without_gc(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def call() -> Any:
+        gc.disable()
+        try:
+            return fn()
+        finally:
+            gc.enable()
+
+    return call
+
+
+def stages(root: Path, rel: str, registry: schemas.Registry, repeat: int) -> dict[str, Any]:
+    """Every stage of evaluate (and around it) on one asset, in ms."""
+    limits = worker.Limits()
+    full = os.path.join(root, rel)
+    data = Path(full).read_bytes()
+    schema = registry.schema_for(rel)
+    assert schema is not None
+    compressor = zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
+    document = orjson.loads(data)
+    output = orjson.dumps(document)
+    outside = worker._outside_strings(data)
+    accepted = worker.evaluate(rel, data, registry, limits, compressor)
+    out: dict[str, Any] = {"bytes": len(data), "escaped_quote": b'\\"' in data}
+    steps: dict[str, Callable[[], Any]] = {
+        "read": lambda: worker._read(str(root), full, limits),
+        "orjson_loads": lambda: orjson.loads(data),
+        "orjson_dumps_again": lambda: orjson.dumps(document),
+        "dup_key_scan_input": lambda: worker._outside_strings(data).count(b":"),
+        "dup_key_scan_output": lambda: worker._outside_strings(output).count(b":"),
+        "depth_check": lambda: worker._depth_within(outside, limits.max_depth),
+        "parse_strict_total": lambda: worker.parse_strict(data, limits),
+        "schema_check": lambda: schema.check(document),
+        "zstd_level3": lambda: compressor.compress(data),
+        "sha256": lambda: hashlib.sha256(data).hexdigest(),
+        "evaluate_total": lambda: worker.evaluate(rel, data, registry, limits, compressor),
+        "evaluate_gc_off": without_gc(
+            lambda: worker.evaluate(rel, data, registry, limits, compressor)
+        ),
+        "inspect_total": lambda: worker.inspect(str(root), rel, registry, limits, compressor),
+        "pickle_result": lambda: pickle.loads(pickle.dumps(accepted)),
+        "exact_parser": lambda: worker._parse_exact(data, limits),
+    }
+    out["ms"] = {name: best_ms(fn, repeat) for name, fn in steps.items()}
+    out["blob_ratio"] = len(compressor.compress(data)) / len(data)
+    return out
+
+
+def pick(meta: corpus.Meta) -> list[str]:
+    """One ~1 MB asset per kind, and every 3-10 MB one."""
+    per_kind: dict[str, str] = {}
+    for rel in meta.large:
+        per_kind.setdefault(rel.split("/", 1)[0], rel)
+    return list(per_kind.values()) + list(meta.huge)
+
+
+def evaluate_report(
+    root: Path, meta: corpus.Meta, repeat: int, out: Path, top: int
+) -> dict[str, Any]:
+    registry = schemas.load(root / "schemas")
+    assets = root / "assets"
+    report: dict[str, Any] = {"assets": {}}
+    for rel in pick(meta):
+        report["assets"][rel] = stages(assets, rel, registry, max(repeat, 3))
+    for rel in pick(meta)[:1] + list(meta.huge)[-1:]:
+        report.setdefault("profiles", {})[rel] = _profile(assets, rel, registry, out, top)
+    return report
+
+
+def _profile(
+    root: Path, rel: str, registry: schemas.Registry, out: Path, top: int
+) -> list[tuple[str, int, float, float]]:
+    """cProfile of 3 evaluates of one asset: the top functions by own time."""
+    data = (root / rel).read_bytes()
+    limits, compressor = worker.Limits(), zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(3):
+        worker.evaluate(rel, data, registry, limits, compressor)
+    prof.disable()
+    name = rel.rsplit("/", 1)[1].removesuffix(".json")
+    path = out / f"evaluate-{name}.prof"
+    prof.dump_stats(path)
+    rows: list[tuple[str, int, float, float]] = top_functions(
+        [path], out / f"top-evaluate-{name}.txt", top
+    )["by_own"]
+    return rows
+
+
+def print_report(report: dict[str, Any], top: int) -> None:
+    assets = report["assets"]
+    if not assets:
+        return
+    names = list(next(iter(assets.values()))["ms"])
+    print("\n== worker.evaluate by stage (ms, min of runs) ==")
+    heads = [rel.split("/", 1)[0] + f" {a['bytes'] / 1e6:.1f}MB" for rel, a in assets.items()]
+    print(f"  {'stage':<22}" + "".join(f"{h:>16}" for h in heads))
+    for name in names:
+        cells = "".join(f"{a['ms'][name]['min_ms']:>16.2f}" for a in assets.values())
+        print(f"  {name:<22}{cells}")
+    for rel, rows in report.get("profiles", {}).items():
+        print(f"\n== cProfile, 3 x evaluate of {rel} ==")
+        for name, calls, own, cum in rows[:top]:
+            print(f"  {own:8.3f} own {cum:8.3f} cum {calls:>9,}  {name}")
+
+
+def top_functions(files: list[Path], text: Path, top: int) -> dict[str, Any]:
+    """Merged pstats of `files`: total time and the top functions by own and cumulative time."""
+    stats = pstats.Stats(*map(str, files))
+    with text.open("w") as f:
+        for order in ("tottime", "cumulative"):
+            pstats.Stats(*map(str, files), stream=f).sort_stats(order).print_stats(top)
+    rows = []
+    for (file, line, name), (_, calls, own, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append((f"{Path(file).name}:{line}({name})", calls, own, cum))
+    by_own = sorted(rows, key=lambda r: -r[2])[:top]
+    by_cum = sorted(rows, key=lambda r: -r[3])[:top]
+    return {"processes": len(files), "total_s": stats.total_tt,  # type: ignore[attr-defined]
+            "by_own": by_own, "by_cumulative": by_cum}  # fmt: skip
+
+
+def cold_per_file(root: Path, meta: corpus.Meta, out: Path, top: int) -> dict[str, Any]:
+    """One core: assetmgr's `inspect` over the whole tree vs the ideal's lean library chain,
+    by size class, and the top functions of `inspect` over the small files."""
+    import baselines
+
+    registry = schemas.load(root / "schemas")
+    assets, limits = root / "assets", worker.Limits()
+    compressor = zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
+    classes = {"small": meta.small + list(meta.invalid), "5 KB-1 MB": meta.other,
+               "~1 MB": meta.large, "3-10 MB": meta.huge}  # fmt: skip
+    report: dict[str, Any] = {}
+    for name, paths in classes.items():
+        if not paths:
+            continue
+        started = time.perf_counter()
+        for rel in paths:
+            worker.inspect(str(assets), rel, registry, limits, compressor)
+        inspect_s = time.perf_counter() - started
+        lean_s, _ = baselines.lean_chain(assets, root / "schemas", paths)
+        report[name] = {"files": len(paths), "inspect_s": inspect_s, "lean_s": lean_s,
+                        "inspect_us_per_file": inspect_s / len(paths) * 1e6,
+                        "lean_us_per_file": lean_s / len(paths) * 1e6}  # fmt: skip
+    prof = cProfile.Profile()
+    prof.enable()
+    for rel in meta.small:
+        worker.inspect(str(assets), rel, registry, limits, compressor)
+    prof.disable()
+    dump = out / "inspect-small.prof"
+    prof.dump_stats(dump)
+    report["profile_small"] = top_functions([dump], out / "top-inspect-small.txt", top)["by_own"]
+    return report
+
+
+def print_cold(report: dict[str, Any], top: int) -> None:
+    print("\n== one core, per file: assetmgr inspect vs the lean chain (cold work) ==")
+    for name, r in report.items():
+        if name != "profile_small":
+            print(f"  {name:<10} {r['files']:>7,} files  inspect {r['inspect_s']:7.2f} s "
+                  f"({r['inspect_us_per_file']:9.0f} us/file)  lean {r['lean_s']:7.2f} s "
+                  f"({r['lean_us_per_file']:9.0f} us/file)")  # fmt: skip
+    print("  top functions of inspect over the small files (own time):")
+    for name, calls, own, cum in report["profile_small"][:top]:
+        print(f"  {own:8.3f} own {cum:8.3f} cum {calls:>9,}  {name}")
