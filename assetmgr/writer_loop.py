@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from redis.exceptions import ClusterError, RedisClusterException
 
-from . import logs, metrics
+from . import logs, metrics, scripts
 from .connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
 from .lease import Lease
 from .messages import (
@@ -105,11 +105,17 @@ class WriterLoop:
 
     def _took_lease(self) -> bool:
         """Fence out older writers before the first commit (scripts.py); False when a newer
-        one has already fenced us."""
-        newer = self.writer.store.raise_fences(self.lease)
-        if newer:
-            self._step_down(f"a newer writer holds the fences: {newer}")
-            return False
+        one has already fenced us. A fence above our epoch while the lease is ours means the
+        epoch counter lost its value (its node restarted empty): take an epoch past it."""
+        while newer := self.writer.store.raise_fences(self.lease):
+            floor = scripts.fence_epoch(newer)
+            if floor is None or not self.lease.advance(floor):
+                self._step_down(f"a newer writer holds the fences: {newer}")
+                return False
+            log.warning(
+                "the lease's epoch counter was behind the fences (its node lost its data)",
+                extra={"epoch": self.lease.epoch, "fence": floor},
+            )
         metrics.LEADER.set(1)
         log.log(
             logging.DEBUG if self.opts.oneshot else logging.INFO,
