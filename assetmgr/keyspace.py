@@ -7,6 +7,7 @@ prefix, prepended to every key and channel, so several trees can share one Valke
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,15 @@ class Keyspace:
 
 
 SLOTS = 16384
+
+
+def checked_prefix(text: str) -> str:
+    """`text` as the key prefix. Braces in it must form one whole hash tag, `{tag}` (every key
+    then lands in the tag's cluster slot): any other brace moves the hash tag of some keys and
+    not of others, so that the keys of one script call span slots (CROSSSLOT)."""
+    if not re.fullmatch(r"[^{}]*(?:\{[^{}]+\}[^{}]*)?", text):
+        raise ValueError(f"braces must form one whole {{tag}} (a hash tag), got {text!r}")
+    return text
 
 
 @functools.cache
