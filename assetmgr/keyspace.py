@@ -59,17 +59,22 @@ class Keyspace:
 
     def manifest_paths(self, client: Any) -> set[str]:
         """Paths that have a manifest in Valkey (SCAN: for reading, never to delete by)."""
-        return {
-            self.path_of_manifest(k.decode())
-            for k in client.scan_iter(match=self.manifest_pattern, count=1000)
-        }
+        return self._stored(client, self.manifest_pattern, MANIFEST)
 
     def blob_paths(self, client: Any) -> set[str]:
         """Paths that have a blob in Valkey (SCAN: for reading, never to delete by)."""
-        return {
-            self.path_of_blob(k.decode())
-            for k in client.scan_iter(match=self.blob_pattern, count=1000)
-        }
+        return self._stored(client, self.blob_pattern, BLOB)
+
+    def _stored(self, client: Any, pattern: str, head: str) -> set[str]:
+        """Paths of the keys of this layout only: `asset:blob:{P}` is never a plain asset's
+        key (a path ends in `.json`, not `}`), so neither layout lists, nor prunes, the
+        other's assets."""
+        paths = set()
+        for key in client.scan_iter(match=pattern, count=1000):
+            rest = key.decode()[len(self.prefix) + len(head) :]
+            if (rest.startswith("{") and rest.endswith("}")) == self.hashtag:
+                paths.add(self._unwrap(rest))
+        return paths
 
     def path_of_blob(self, key: str) -> str:
         return self._unwrap(key[len(self.prefix) + len(BLOB) :])
