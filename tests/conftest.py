@@ -371,13 +371,10 @@ class Recorders:
 
     def __init__(self, client: RedisCluster) -> None:
         self.items: list[str] = []
-        self.ports: list[str] = []
         self._each = [
             Recorder(redis.Redis(host=node.host, port=node.port), "monitor", items=self.items)
             for node in client.get_primaries()
         ]
-        for recorder in self._each:
-            recorder.ports = self.ports
 
     def __enter__(self) -> Recorders:
         for recorder in self._each:

@@ -95,7 +95,3 @@ def idle(daemon: Daemon, polls: int = 4) -> None:
         return quiet[0] >= polls
 
     wait_for(empty, 20, 0.1, "every queue of the daemon empty")
-
-
-def logged(daemon: Daemon, text: str) -> int:
-    return daemon.log().count(text)

@@ -388,7 +388,7 @@ def test_a_hydrate_meeting_a_slot_stuck_half_migrated_gives_up_with_exit_3(valke
     migration = cluster.begin_migration(slot, src, dst)
     migrate(src, dst, [ks.fence(slot)])
     new = bump(root / COST, "2.0.0")
-    stuck = cli("hydrate", valkey.url, root, "--connect-timeout", "1")
+    stuck = cli("hydrate", valkey.url, root, "--connect-timeout", "1", deadline=20)
     one_line_error(stuck, 3, "Valkey")
     migration.move_keys()
     migration.finish()
