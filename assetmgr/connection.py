@@ -14,8 +14,10 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from . import metrics
@@ -265,7 +267,10 @@ def _sentinel_primary(url: str, kwargs: dict[str, Any], tls: ValkeyTls | None) -
     """With TLS, both the sentinels and the primary are spoken to over TLS."""
     parts = sentinel_parts(url)
     node_kwargs = {**kwargs, "db": parts.db, "username": parts.username}
-    timeouts = {k: kwargs[k] for k in ("socket_connect_timeout", "socket_timeout")}
+    timeouts: dict[str, Any] = {k: kwargs[k] for k in ("socket_connect_timeout", "socket_timeout")}
+    # One try per sentinel: redis-py's default retries, with backoff, made "no sentinel
+    # answered" take 4 s per sentinel whatever connect_timeout says (callers retry anyway).
+    timeouts["retry"] = Retry(NoBackoff(), 0)
     if tls is not None:
         node_kwargs["connection_class"] = tls.connection_class(sentinel=True)
     sentinel = Sentinel(parts.sentinels, sentinel_kwargs=timeouts, **node_kwargs)

@@ -7,6 +7,7 @@ prefix, prepended to every key and channel, so several trees can share one Valke
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,17 +59,22 @@ class Keyspace:
 
     def manifest_paths(self, client: Any) -> set[str]:
         """Paths that have a manifest in Valkey (SCAN: for reading, never to delete by)."""
-        return {
-            self.path_of_manifest(k.decode())
-            for k in client.scan_iter(match=self.manifest_pattern, count=1000)
-        }
+        return self._stored(client, self.manifest_pattern, MANIFEST)
 
     def blob_paths(self, client: Any) -> set[str]:
         """Paths that have a blob in Valkey (SCAN: for reading, never to delete by)."""
-        return {
-            self.path_of_blob(k.decode())
-            for k in client.scan_iter(match=self.blob_pattern, count=1000)
-        }
+        return self._stored(client, self.blob_pattern, BLOB)
+
+    def _stored(self, client: Any, pattern: str, head: str) -> set[str]:
+        """Paths of the keys of this layout only: `asset:blob:{P}` is never a plain asset's
+        key (a path ends in `.json`, not `}`), so neither layout lists, nor prunes, the
+        other's assets."""
+        paths = set()
+        for key in client.scan_iter(match=pattern, count=1000):
+            rest = key.decode()[len(self.prefix) + len(head) :]
+            if (rest.startswith("{") and rest.endswith("}")) == self.hashtag:
+                paths.add(self._unwrap(rest))
+        return paths
 
     def path_of_blob(self, key: str) -> str:
         return self._unwrap(key[len(self.prefix) + len(BLOB) :])
@@ -103,6 +109,15 @@ class Keyspace:
 
 
 SLOTS = 16384
+
+
+def checked_prefix(text: str) -> str:
+    """`text` as the key prefix. Braces in it must form one whole hash tag, `{tag}` (every key
+    then lands in the tag's cluster slot): any other brace moves the hash tag of some keys and
+    not of others, so that the keys of one script call span slots (CROSSSLOT)."""
+    if not re.fullmatch(r"[^{}]*(?:\{[^{}]+\}[^{}]*)?", text):
+        raise ValueError(f"braces must form one whole {{tag}} (a hash tag), got {text!r}")
+    return text
 
 
 @functools.cache

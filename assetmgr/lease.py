@@ -49,6 +49,7 @@ class Lease:
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._renew = client.register_script(scripts.RENEW)
         self._release = client.register_script(scripts.RELEASE)
+        self._advance = client.register_script(scripts.ADVANCE)
 
     @property
     def fence(self) -> str:
@@ -70,6 +71,15 @@ class Lease:
         if self.held:
             self.epoch = epoch
             self.next_renew = (time.monotonic() if now is None else now) + self.renew_every
+        return self.held
+
+    def advance(self, floor: int) -> bool:
+        """Take an epoch above `floor`, a fence's: the counter was behind the fences (see
+        scripts.ADVANCE). False, and not held, when the lease is no longer ours."""
+        epoch = int(self._advance(keys=[self.key, self.epoch_key], args=[self.token, floor]))
+        self.held = epoch > 0
+        if self.held:
+            self.epoch = epoch
         return self.held
 
     def renew(self, now: float | None = None) -> bool:

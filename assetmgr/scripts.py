@@ -12,6 +12,8 @@ Scripts are idempotent: content equal to what is stored is neither rewritten nor
 
 from __future__ import annotations
 
+import re
+
 # KEYS[1]: the lease. ARGV[1]: our token.
 _BY_TOKEN = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -195,6 +197,27 @@ if holder and epoch > 0 then
 end
 return redis.call('INCR', KEYS[2])
 """
+# A fence above the epoch a new leader was given: the counter lost its value (its node
+# restarted empty) while the fences on other nodes kept theirs. Only the holder of the lease
+# may move the counter past them. KEYS: lease, epoch. ARGV: token, the fence's epoch.
+# Returns the new epoch, or 0 when the lease is not ours.
+ADVANCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return redis.call('INCR', KEYS[2])
+"""
+
+
+def fence_epoch(refusal: str) -> int | None:
+    """The epoch a slot's fence holds, read from a `_BY_EPOCH` refusal."""
+    found = re.search(r"is older than (\d+)", refusal)
+    return int(found.group(1)) if found else None
+
+
 # Renewal and release: only by the holder of the token (Valkey 8.1's SET IFEQ and 9.0's
 # DELIFEQ do the same; a script also works on older servers). KEYS: lease. ARGV: token, ttl_ms.
 RENEW = """

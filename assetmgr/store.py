@@ -155,9 +155,13 @@ class Step:
         self.acked = True
 
     def call(self, script: str, keys: list[str], args: list[Any], names: list[str]) -> None:
-        self.pipe.execute_command("EVALSHA", sha1(script), len(keys), *keys, *args)
+        # Named, the node spares a cluster pipeline asking the server for the keys of each
+        # EVALSHA (COMMAND GETKEYS: one round trip per call); a redirect is still followed.
+        node = self.store.node_of(keys[-1])
+        options = {} if node is None else {"target_nodes": node}
+        self.pipe.execute_command("EVALSHA", sha1(script), len(keys), *keys, *args, **options)
         self.names.append(names)
-        self.nodes.add(self.store.node_of(keys[-1]))
+        self.nodes.add(node)
 
     def run(self) -> dict[str, int]:
         if not self.names:

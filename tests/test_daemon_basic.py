@@ -2,9 +2,12 @@
 
 import signal
 
+import pytest
+
 from conftest import disk_assets, stored, subscribe, wait_for
 
 
+@pytest.mark.topologies()
 def test_edit_and_delete_propagate_then_sigterm_exits_zero(valkey, root, start_daemon):
     client = valkey.client()
     daemon = start_daemon(root)

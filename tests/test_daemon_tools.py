@@ -456,6 +456,7 @@ def git(root: Path, *args: str) -> None:
     )
 
 
+@pytest.mark.topologies()
 def test_git_checkout_of_another_branch_matches_without_deleting_modified_files(
     valkey, root, start_daemon
 ):

@@ -103,6 +103,7 @@ def edit_delete_add_break(root: Path) -> dict[str, bytes]:
 # A first hydrate: every key right.
 
 
+@pytest.mark.topologies()
 def test_hydrate_stores_every_asset_with_its_manifest_and_one_publish(valkey, root):
     client = valkey.client()
     with subscribe(client) as published:
@@ -130,6 +131,7 @@ def test_hydrate_stores_every_asset_with_its_manifest_and_one_publish(valkey, ro
     assert "added=20" in result.stderr and "invalid=0" in result.stderr
 
 
+@pytest.mark.topologies()
 def test_second_hydrate_of_an_unchanged_tree_writes_and_publishes_nothing(valkey, root):
     client = hydrated(valkey, root)
     before = manifests(client)
@@ -142,6 +144,7 @@ def test_second_hydrate_of_an_unchanged_tree_writes_and_publishes_nothing(valkey
     assert "unchanged=20" in result.stderr
 
 
+@pytest.mark.topologies()
 def test_edit_delete_add_break_writes_exactly_those_changes(valkey, root):
     client = hydrated(valkey, root)
     old_broken = manifests(client)[BROKEN]
@@ -227,6 +230,7 @@ def delete_some(root: Path, count: int) -> list[str]:
     return doomed
 
 
+@pytest.mark.topologies()
 def test_prune_of_more_than_half_is_refused_unless_allowed(valkey, root):
     client = hydrated(valkey, root)
     before = stored(client)
@@ -458,6 +462,7 @@ def test_get_prints_exactly_the_file_bytes(valkey, root):
     assert b"settings.json" in forged.stderr
 
 
+@pytest.mark.topologies()
 def test_client_get_and_get_many(valkey, root):
     hydrated(valkey, root)
     client = AssetClient.from_url(valkey.reader_url)
@@ -474,6 +479,7 @@ def test_client_get_and_get_many(valkey, root):
     assert client.paths() == sorted(disk_assets(root))
 
 
+@pytest.mark.topologies()
 def test_client_watch_resyncs_then_follows_updates_and_reconnects(valkey, root):
     hydrated(valkey, root)
     client = AssetClient.from_url(valkey.reader_url, timeout=2.0)

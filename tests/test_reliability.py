@@ -401,6 +401,7 @@ def test_standby_takes_over_when_the_leader_is_killed(valkey, root, start_daemon
     assert old != new
 
 
+@pytest.mark.topologies()
 def test_a_paused_leader_that_lost_its_lease_commits_nothing_and_stands_by(
     valkey, root, start_daemon
 ):
@@ -413,43 +414,47 @@ def test_a_paused_leader_that_lost_its_lease_commits_nothing_and_stands_by(
     kids = leader.children()
     old_writer, old_reader = kids["writer"][0], kids["reader"][0]
 
-    os.kill(old_writer, signal.SIGSTOP)  # a GC pause, a frozen VM: past its lease
-    try:
-        wait_for(lambda: role(standby) == "leader", TAKEOVER, what="the standby taking over")
-        new = identity(standby)
-        taken_at = int(time.time() * 1000)
-        # v1 reaches both daemons; the paused writer gets it in its pipe. Then the old
-        # reader is paused too, so v2 reaches only the new leader: the old writer holds a
-        # stale v1 that it would write over v2 if it could still commit.
-        fence.write_bytes(document(v=1))
-        wait_for(
-            lambda: stored_live(client).get("fence.json") == document(v=1), what="v1 committed"
-        )
-        os.kill(old_reader, signal.SIGSTOP)
-        fence.write_bytes(document(v=2))
-        wait_for(
-            lambda: stored_live(client).get("fence.json") == document(v=2), what="v2 committed"
-        )
-    finally:
-        os.kill(old_writer, signal.SIGCONT)
-        os.kill(old_reader, signal.SIGCONT)
+    published = subscribe(client)  # every publish, the old leader's wake-up included
+    with published:
+        os.kill(old_writer, signal.SIGSTOP)  # a GC pause, a frozen VM: past its lease
+        try:
+            wait_for(lambda: role(standby) == "leader", TAKEOVER, what="the standby taking over")
+            new = identity(standby)
+            taken_at = int(time.time() * 1000)
+            # v1 reaches both daemons; the paused writer gets it in its pipe. Then the old
+            # reader is paused too, so v2 reaches only the new leader: the old writer holds a
+            # stale v1 that it would write over v2 if it could still commit.
+            fence.write_bytes(document(v=1))
+            wait_for(
+                lambda: stored_live(client).get("fence.json") == document(v=1), what="v1 committed"
+            )
+            os.kill(old_reader, signal.SIGSTOP)
+            fence.write_bytes(document(v=2))
+            wait_for(
+                lambda: stored_live(client).get("fence.json") == document(v=2), what="v2 committed"
+            )
+        finally:
+            os.kill(old_writer, signal.SIGCONT)
+            os.kill(old_reader, signal.SIGCONT)
 
-    def stale_commits() -> dict[str, dict[str, str]]:
-        return {
-            p: m
-            for p, m in manifests(client).items()
-            if m.get("writer") == old and int(m.get("updated_ms", 0)) >= taken_at
-        }
+        def stale_commits() -> dict[str, dict[str, str]]:
+            return {
+                p: m
+                for p, m in manifests(client).items()
+                if m.get("writer") == old and int(m.get("updated_ms", 0)) >= taken_at
+            }
 
-    # Watch the old leader wake up, find its lease gone and step down, committing nothing.
-    wait_for(lambda: role(leader) == "standby", TAKEOVER, what="the old leader standing by")
-    deadline = time.monotonic() + 2 * TTL
-    while time.monotonic() < deadline:
-        assert stale_commits() == {}
-        assert stored_live(client).get("fence.json") == document(v=2)
-        time.sleep(0.1)
-    (root / "later.json").write_bytes(document(later=True))
-    converge_live(client, lambda: disk_assets(root), what="edits after the old leader woke up")
+        # Watch the old leader wake up, find its lease gone and step down, committing nothing.
+        wait_for(lambda: role(leader) == "standby", TAKEOVER, what="the old leader standing by")
+        deadline = time.monotonic() + 2 * TTL
+        while time.monotonic() < deadline:
+            assert stale_commits() == {}
+            assert stored_live(client).get("fence.json") == document(v=2)
+            time.sleep(0.1)
+        (root / "later.json").write_bytes(document(later=True))
+        converge_live(client, lambda: disk_assets(root), what="edits after the old leader woke up")
+    # Published: v1 and v2 by the new leader, then later.json; no stale v1 of the old one.
+    assert sorted(published.items) == ["fence.json", "fence.json", "later.json"]
     assert stale_commits() == {}
     assert writers(client)["fence.json"] == new and writers(client)["later.json"] == new
     assert role(leader) == "standby" and role(standby) == "leader"

@@ -62,6 +62,7 @@ def test_a_freshly_hydrated_tree_is_in_sync(valkey, root, synced):
     assert [line for line in seen.items if line.split(" ", 1)[0] in WRITES] == []
 
 
+@pytest.mark.topologies()
 def test_every_kind_of_drift_lands_in_its_category(valkey, root, synced):
     zstd = zstandard.ZstdCompressor()
     client = synced
