@@ -25,12 +25,15 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/python -m assetmgr daemon --embedded --root examples/assets --schemas schemas $(ARGS)
 
-## The whole suite (lint included), against real valkey-server processes.
+## The whole suite (lint included), against real valkey-server processes: JOBS tests at a
+## time, then the `serial` ones (machine-wide state, speed) alone.
+JOBS ?= 2
 test: install-test
 	$(BIN)/ruff check assetmgr tests perf
 	$(BIN)/ruff format --check assetmgr tests perf
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) -m "not serial" $(ARGS) || [ $$? -eq 5 ]  # 5: none selected
+	$(BIN)/python -m pytest -m serial $(ARGS) || [ $$? -eq 5 ]
 
 lint: install-test
 	$(BIN)/ruff check assetmgr tests perf

@@ -136,6 +136,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "topologies(*names): run the test on each of standalone, cluster (`valkey` is then "
         "a shared Valkey Cluster, emptied before the test)",
     )
+    config.addinivalue_line(
+        "markers",
+        "serial: changes machine-wide state (the inotify watch limit) or measures speed; "
+        "`make test` runs these alone, after the parallel part",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -5,14 +5,18 @@ import pty
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, manifests, sha256, stored
 
 sys.path.insert(0, str(REPO / "perf"))
-from corpus import generate
+from corpus import Shape, generate
+
+pytestmark = pytest.mark.serial  # see the marker in conftest.py
 
 
 def test_twenty_thousand_files_every_key_right(valkey, tmp_path):
-    paths = generate(tmp_path, small=20000, large=0, invalid=0.0)
+    paths = generate(tmp_path, Shape(small=20000, mix="trial")).paths
     root, schemas = tmp_path / "assets", tmp_path / "schemas"
     result = subprocess.run(
         [sys.executable, "-m", "assetmgr", "hydrate", "--root", root, "--schemas", schemas,

@@ -1,7 +1,7 @@
 """Issue 5's bounded soak: a tree that never stops changing, Valkey restarted twice, a worker
 killed, and the daemon still converges with every process's memory where it was after warm-up.
 
-About a minute and a half: random creates, edits, deletes and renames (within and across
+About a minute: random creates, edits, deletes and renames (within and across
 directories) run in a thread the whole time; the faults come after a fixed number of operations,
 not after fixed sleeps, so a slow machine only makes the run longer.
 """
@@ -29,6 +29,9 @@ from conftest import (
     stored_live,
     wait_for,
 )
+
+pytestmark = pytest.mark.serial  # see the marker in conftest.py
+
 
 DIRS = 4
 PER_DIR = 60  # a fixed name space: what the daemon remembers per path stays bounded
@@ -124,7 +127,7 @@ def footprint(daemon: Daemon) -> dict[int, tuple[str, int]]:
 
 def restart_valkey(valkey: Valkey, daemon: Daemon, editor: Editor) -> None:
     valkey.kill()
-    editor.run_for(600, "while Valkey is down")
+    editor.run_for(400, "while Valkey is down")
     valkey.start()  # empty: no persistence
     daemon.wait_ready(timeout=30)  # readiness comes back with Valkey
 
@@ -146,17 +149,17 @@ def test_soak_with_valkey_restarts_and_a_worker_kill(valkey, root, start_daemon)
 
     # Warm-up: the name space is used, the allocators have grown to their working size.
     editor.start()
-    editor.run_for(2000, "of warm-up")
+    editor.run_for(1500, "of warm-up")
     editor.stop()
     settle(client, root, seed)
     warm = footprint(daemon)
 
     editor.start()
     try:
-        editor.run_for(1500, "before the first Valkey restart")
+        editor.run_for(1000, "before the first Valkey restart")
         restart_valkey(valkey, daemon, editor)
         client = valkey.client()
-        editor.run_for(1500, "before the worker kill")
+        editor.run_for(1000, "before the worker kill")
         victim = daemon.children()["worker"][0]
         os.kill(victim, signal.SIGKILL)
 
@@ -165,10 +168,10 @@ def test_soak_with_valkey_restarts_and_a_worker_kill(valkey, root, start_daemon)
             return len(workers) == 2 and victim not in workers
 
         wait_for(replaced, 20, what="a replacement worker")
-        editor.run_for(1500, "before the second Valkey restart")
+        editor.run_for(1000, "before the second Valkey restart")
         restart_valkey(valkey, daemon, editor)
         client = valkey.client()
-        editor.run_for(1500, "after the second Valkey restart")
+        editor.run_for(1000, "after the second Valkey restart")
     finally:
         editor.stop()
     assert daemon.proc.poll() is None, daemon.log()

@@ -7,6 +7,9 @@ import pytest
 
 from conftest import disk_assets, stored, wait_for
 
+pytestmark = pytest.mark.serial  # see the marker in conftest.py
+
+
 LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 
 
