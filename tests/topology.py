@@ -29,13 +29,14 @@ def valkey_binary() -> Path:
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
-    """Poll until `condition` is truthy; a node that is down or restarting counts as not yet."""
+    """Poll until `condition` is truthy; a node that is down, restarting or still a replica
+    (READONLY while it is being promoted) counts as not yet."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         try:
             last = condition()
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as e:
             last = e
         else:
             if last:
