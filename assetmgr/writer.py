@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from . import metrics
+from . import metrics, scripts
 from .connection import Client, Endpoint
 from .keyspace import Keyspace, Manifest
 from .lease import Lease
@@ -140,12 +140,37 @@ class Writer:
         self.applied: dict[str, int] = {}  # path -> seq of the newest result applied
         self._rejected: dict[str, str] = {}  # path -> reason, while the file on disk is invalid
 
+    @classmethod
+    def configured(cls, opts: WriterOptions, lease: Lease) -> Writer:
+        return cls(
+            opts.keyspace,
+            opts.guard,
+            lease,
+            dry_run=opts.dry_run,
+            min_acks=opts.min_replicas_ack,
+            ack_timeout=opts.replicas_ack_timeout,
+        )
+
     def bind(self, client: Client) -> None:
         """Use this connection (again after a reconnect), for the lease too; what was applied
         is still known."""
         self.client = client
         self.store = open_store(client, self.ks, self.min_acks, self.ack_timeout)
         self.lease.bind(client)
+
+    def raise_fences(self) -> str | None:
+        """Fence out older writers before our first commit (scripts.py); why not, when a newer
+        writer already did. A fence above our epoch while the lease is ours means the epoch
+        counter lost its value (its node restarted empty): take an epoch past it."""
+        while newer := self.store.raise_fences(self.lease):
+            floor = scripts.fence_epoch(newer)
+            if floor is None or not self.lease.advance(floor):
+                return newer
+            log.warning(
+                "the lease's epoch counter was behind the fences (its node lost its data)",
+                extra={"epoch": self.lease.epoch, "fence": floor},
+            )
+        return None
 
     @property
     def rejected(self) -> dict[str, str]:
@@ -319,7 +344,15 @@ class Writer:
         ids = self.store.run_ids()
         return ",".join(f"{node}={ids[node]}" if node else ids[node] for node in sorted(ids))
 
-    def marker_run_id(self) -> str | None:
-        """The run_id recorded by the last full sync, or None when the marker is gone."""
+    def keyspace_lost(self) -> str | None:
+        """Why Valkey may no longer hold what the last full sync wrote (the marker is gone:
+        FLUSHALL, data loss; or a server restarted or failed over), else None."""
         raw = self.client.hget(self.ks.sync_marker, "run_id")
-        return raw.decode() if isinstance(raw, bytes) else raw
+        if raw is None:
+            metrics.DATA_LOSS.inc()
+            log.error("Valkey lost the asset keyspace (sync marker gone); re-hydrating")
+            return "data loss in Valkey"
+        if (raw.decode() if isinstance(raw, bytes) else raw) != self.run_id():
+            log.warning("Valkey restarted (run_id changed); reconciling")
+            return "Valkey restarted"
+        return None

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from redis.exceptions import ClusterError, RedisClusterException
 
-from . import logs, metrics, scripts
+from . import logs, metrics
 from .connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
 from .lease import Lease
 from .messages import (
@@ -54,14 +54,7 @@ class WriterLoop:
         self.syncs: list[SyncPoint] = []
         ks = opts.keyspace
         self.lease = Lease(ks.lease, ks.epoch, opts.lease_ttl)
-        self.writer = Writer(
-            ks,
-            opts.guard,
-            self.lease,
-            dry_run=opts.dry_run,
-            min_acks=opts.min_replicas_ack,
-            ack_timeout=opts.replicas_ack_timeout,
-        )
+        self.writer = Writer.configured(opts, self.lease)
         self.link = Link(opts.endpoint, opts.connect_timeout, log)
         self.bound = False  # the writer has had a connection (the lease's state is known)
         self.counts: dict[str, int] = {}
@@ -105,18 +98,15 @@ class WriterLoop:
             self._request_rescan("took over the writer lease")
 
     def _took_lease(self) -> bool:
-        """Fence out older writers before the first commit (scripts.py); False when a newer
-        one has already fenced us. A fence above our epoch while the lease is ours means the
-        epoch counter lost its value (its node restarted empty): take an epoch past it."""
-        while newer := self.writer.store.raise_fences(self.lease):
-            floor = scripts.fence_epoch(newer)
-            if floor is None or not self.lease.advance(floor):
-                self._step_down(f"a newer writer holds the fences: {newer}")
-                return False
-            log.warning(
-                "the lease's epoch counter was behind the fences (its node lost its data)",
-                extra={"epoch": self.lease.epoch, "fence": floor},
-            )
+        """Fence out older writers before the first commit; False when a newer one has."""
+        try:
+            newer = self.writer.raise_fences()
+        except BaseException:
+            self.lease.held = False  # not a leader until the fences are up: the next try redoes it
+            raise
+        if newer:
+            self._step_down(f"a newer writer holds the fences: {newer}")
+            return False
         metrics.LEADER.set(1)
         log.log(
             logging.DEBUG if self.opts.oneshot else logging.INFO,
@@ -155,16 +145,10 @@ class WriterLoop:
         if now < self.next_marker_check or self.synced_run_id is None:
             return
         self.next_marker_check = now + MARKER_CHECK
-        marker = self.writer.marker_run_id()
-        if marker is None:
-            metrics.DATA_LOSS.inc()
-            log.error("Valkey lost the asset keyspace (sync marker gone); re-hydrating")
+        lost = self.writer.keyspace_lost()
+        if lost:
             self.synced_run_id = None
-            self._request_rescan("data loss in Valkey")
-        elif marker != self.writer.run_id():
-            log.warning("Valkey restarted (run_id changed); reconciling")
-            self.synced_run_id = None
-            self._request_rescan("Valkey restarted")
+            self._request_rescan(lost)
 
     # -- input and commits ------------------------------------------------------------------
 
