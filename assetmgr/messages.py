@@ -28,6 +28,8 @@ REASONS = (
     "not_regular",
     "symlink_outside",
     "unreadable",
+    "changing",
+    "hard_link",
 )
 
 

@@ -11,10 +11,12 @@ import codecs
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import stat
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fastjsonschema
@@ -23,15 +25,29 @@ import zstandard
 
 from .messages import Accepted, Missing, Rejected, Result, Unchanged, Verdict
 from .schemas import Registry
-from .tree import inside
+from .tree import inside, name_problem
 
 ZSTD_LEVEL = 3
+READ_TRIES = 3  # reads of a file that keeps changing under the reader before it is rejected
+PROTECTED_HARDLINKS = "/proc/sys/fs/protected_hardlinks"
+
+
+def hard_links_protected() -> bool:
+    """Does the kernel let a user hard-link only files they own or can read and write?
+    Then a hard link in the tree shows nothing its maker could not read anyway."""
+    try:
+        with open(PROTECTED_HARDLINKS) as f:
+            return f.read().strip() not in ("", "0")
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_size: int = 16 * 1024**2
     max_depth: int = 64
+    # Accept regular files with more than one name (see README, Security: hard links).
+    hard_links: bool = field(default_factory=hard_links_protected)
 
 
 class _Invalid(Exception):
@@ -73,16 +89,13 @@ def evaluate(
 
 
 def _misnamed(path: str) -> Rejected | None:
-    """A file name that is not UTF-8 cannot be a key (Valkey readers get text paths).
+    """A name that is not UTF-8 text without control characters cannot be a key.
 
-    The rejection names the path with the bad bytes escaped (`\\xff`), so reports stay printable.
+    The rejection keeps the real path (the reader and the writer match results by it); reports
+    print it with `tree.shown`, which escapes what does not print.
     """
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        return Rejected(shown, "encoding", "file name is not valid UTF-8")
-    return None
+    problem = name_problem(path)
+    return Rejected(path, "encoding", problem) if problem else None
 
 
 def parse_strict(data: bytes, limits: Limits) -> Any:
@@ -93,7 +106,8 @@ def parse_strict(data: bytes, limits: Limits) -> Any:
     `"` delimits a string, so splitting on it leaves the text outside strings at even places;
     there each `:` separates one key from its value. Counted the same way in orjson's compact
     output, they are the keys it kept: equal counts mean no key was repeated. Errors and
-    escaped quotes (in the input or, from a \\u0022, the output) take the exact slow path.
+    escaped quotes (in the input or, from a \\u0022, the output) take the exact slow path,
+    and so do runs of 19 or more digits: orjson reads integers beyond 64 bits as floats.
     """
     if data and len(data) <= limits.max_size and b'\\"' not in data:
         try:
@@ -107,6 +121,7 @@ def parse_strict(data: bytes, limits: Limits) -> Any:
                 b'\\"' not in output
                 and outside.count(b":") == _outside_strings(output).count(b":")
                 and _depth_within(outside, limits.max_depth)
+                and not _LONG_DIGITS.search(outside)
             ):
                 return document
     return _parse_exact(data, limits)
@@ -117,6 +132,7 @@ def _outside_strings(data: bytes) -> bytes:
     return b"".join(data.split(b'"')[0::2])
 
 
+_LONG_DIGITS = re.compile(rb"\d{19}")
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 _INNERMOST = re.compile(rb"\{\}|\[\]")
 
@@ -147,20 +163,73 @@ def _parse_exact(data: bytes, limits: Limits) -> Any:
     except UnicodeDecodeError as e:
         raise _Invalid("encoding", f"not UTF-8: invalid byte at offset {e.start}") from None
     try:
-        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        document = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+            parse_int=_finite_int,
+        )
     except json.JSONDecodeError as e:
         raise _Invalid(
             "syntax", f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
     except RecursionError:
-        raise _Invalid("depth", f"nesting deeper than {limits.max_depth}") from None
+        deepest = min(limits.max_depth, sys.getrecursionlimit())
+        raise _Invalid("depth", f"nesting deeper than {deepest}") from None
     # Counting brackets is C-speed and bounds the depth; walk only when it might be exceeded.
     if (
         data.count(b"[") + data.count(b"{") > limits.max_depth
         and _depth(document) > limits.max_depth
     ):
         raise _Invalid("depth", f"nesting deeper than {limits.max_depth}")
+    if _SURROGATE_ESCAPE.search(data) and _has_lone_surrogate(document):
+        raise _Invalid("encoding", "a \\u escape is half of a surrogate pair: not Unicode text")
     return document
+
+
+# A double's largest finite value has 309 digits; beyond, every JSON reader that uses doubles
+# (orjson, JavaScript) reads infinity or fails.
+_INT_DIGITS = 309
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Invalid("non_finite", f"number {_clip(text)} is out of range (infinite as a double)")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits >= _INT_DIGITS and (digits > _INT_DIGITS or abs(int(text)) > sys.float_info.max):
+        raise _Invalid("non_finite", f"integer of {digits} digits is out of range of a double")
+    return int(text)
+
+
+def _clip(text: str, width: int = 24) -> str:
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    """Does a string or key hold half a surrogate pair (from a `\\ud800` escape)? orjson and
+    most readers refuse such text."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -220,7 +289,7 @@ def inspect(
         return replace(misnamed, seq=seq)
     full = os.path.join(root, path)
     try:
-        data, mtime_ns = _read(root, full, limits)
+        data, mtime_ns = _read_settled(root, full, limits)
     except FileNotFoundError:
         return Missing(path, seq)
     except _Invalid as e:
@@ -228,6 +297,8 @@ def inspect(
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return Missing(path, seq)
+        if e.errno == errno.ELOOP:
+            return Rejected(path, "unreadable", "symlink loop (too many levels of links)", seq)
         return Rejected(path, "unreadable", f"cannot read: {e.strerror or e}", seq)
     if expect is not None and hashlib.sha256(data).hexdigest() == expect:
         return Unchanged(path, expect, seq)
@@ -239,40 +310,108 @@ def inspect(
     return replace(verdict, seq=seq)
 
 
-def _read(root: str, full: str, limits: Limits) -> tuple[bytes, int]:
+def _read_settled(root: str, full: str, limits: Limits) -> tuple[bytes, int]:
+    """The bytes of one state of the file: a file that grew, shrank, was replaced or was
+    rewritten while it was read (its size, inode or times moved) is read again.
+
+    One limit: a same-size rewrite in place within one tick of the file-time clock cannot be
+    told from the file's metadata (README, Security). The daemon reads again at its close.
+    """
+    for _ in range(READ_TRIES):
+        read = _read(root, full, limits)
+        if read is not None:
+            data, before, after = read
+            if len(data) == before.st_size and _same(before, after):
+                return data, after.st_mtime_ns
+    raise _Invalid("changing", f"kept changing while being read ({READ_TRIES} reads)")
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+    )
+
+
+def _read(
+    root: str, full: str, limits: Limits
+) -> tuple[bytes, os.stat_result, os.stat_result] | None:
+    """Read `full` if it is a regular file inside the root; None if it was swapped meanwhile.
+
+    What it is, is decided from lstat/stat before any open, so a FIFO, device or socket, a
+    symlink out or a file over the size limit is never opened. The kernel's name for what was
+    opened is checked before reading: a directory on the path swapped for a symlink out after
+    the walk listed it leads nowhere either.
+    """
     st = os.lstat(full)
-    if stat.S_ISLNK(st.st_mode):
-        target = os.path.realpath(full)
-        if not inside(os.path.realpath(root), target):
+    link = stat.S_ISLNK(st.st_mode)
+    if link:
+        if not _inside_root(root, os.path.realpath(full)):
             raise _Invalid("symlink_outside", "symlink points outside the root")
         st = os.stat(full)
-    _check_regular(st, limits)
+    _check_file(st, limits)
     # O_NONBLOCK: if a FIFO is swapped in between stat and open, open must not hang.
-    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        st = os.fstat(fd)
-        _check_regular(st, limits)
-        chunks = []
-        remaining = limits.max_size + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
+        fd = os.open(full, flags if link else flags | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not link:
+            return None  # became a symlink since the lstat: look again
+        raise
+    try:
+        _check_opened_inside(root, fd)
+        before = os.fstat(fd)
+        _check_file(before, limits)
+        data = _read_fd(fd, limits.max_size)
+        after = os.fstat(fd)
     finally:
         os.close(fd)
+    return data, before, after
+
+
+def _read_fd(fd: int, max_size: int) -> bytes:
+    chunks = []
+    remaining = max_size + 1
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
     data = b"".join(chunks)
-    if len(data) > limits.max_size:
-        raise _Invalid("too_large", f"over the {limits.max_size}-byte limit")
-    return data, st.st_mtime_ns
+    if len(data) > max_size:
+        raise _Invalid("too_large", f"over the {max_size}-byte limit")
+    return data
 
 
-def _check_regular(st: os.stat_result, limits: Limits) -> None:
+def _inside_root(root: str, target: str) -> bool:
+    """Is the resolved `target` in the root? The root as named first (no system call), then
+    resolved (a root that is itself a symlink, `/srv/assets -> releases/7`)."""
+    return inside(os.path.abspath(root), target) or inside(os.path.realpath(root), target)
+
+
+def _check_opened_inside(root: str, fd: int) -> None:
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as e:
+        raise _Invalid("unreadable", f"cannot tell where the file is: {e.strerror}") from None
+    if not _inside_root(root, where):
+        raise _Invalid(
+            "symlink_outside", "path leads outside the root (a directory on it is a symlink out)"
+        )
+
+
+def _check_file(st: os.stat_result, limits: Limits) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise _Invalid("not_regular", f"not a regular file ({_kind(st.st_mode)})")
     if st.st_size > limits.max_size:
         raise _Invalid("too_large", f"{st.st_size} bytes is over the {limits.max_size}-byte limit")
+    if st.st_nlink > 1 and not limits.hard_links:
+        raise _Invalid(
+            "hard_link", f"has {st.st_nlink} hard links and fs.protected_hardlinks is off"
+        )
 
 
 def _kind(mode: int) -> str:
