@@ -25,7 +25,7 @@ import zstandard
 
 from .messages import Accepted, Missing, Rejected, Result, Unchanged, Verdict
 from .schemas import Registry
-from .tree import inside, name_problem
+from .tree import inside, name_problem, shown
 
 ZSTD_LEVEL = 3
 READ_TRIES = 3  # reads of a file that keeps changing under the reader before it is rejected
@@ -432,4 +432,5 @@ def _name(function: Any) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """One printable line: a key or a validator's text with a control character is escaped."""
+    return shown(" ".join(str(text).split()))

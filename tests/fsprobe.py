@@ -49,7 +49,7 @@ def touches(*paths: Path) -> Iterator[Touches]:
     try:
         yield seen
     finally:
-        for event in inotify.read(timeout=200):
+        for event in inotify.read(timeout=0):  # queued when the open happened
             name = names[event.wd]
             if event.mask & F.OPEN:
                 seen.opened.add(name)
