@@ -204,6 +204,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("max_size", _size, 16 * 1024**2, "largest asset file, bytes (K/M/G)", SCANNING),
     Setting("max_depth", _positive_int, 64, "deepest JSON nesting allowed", SCANNING),
+    Setting(
+        "max_values",
+        _positive_int,
+        1_000_000,
+        "most JSON values in one asset (memory: ~100 bytes each while parsing)",
+        SCANNING,
+    ),
     Setting("connect_timeout", _non_negative_float, 5.0, "seconds to reach Valkey", VALKEY),
     Setting(
         "lease_ttl", _positive_float, 10.0, "seconds the writer lease lasts", ("hydrate", "daemon")

@@ -115,7 +115,7 @@ def test_numbers_at_the_edge_of_a_double_and_of_64_bits_are_accepted_exactly(reg
 
 
 def test_nesting_reason_never_claims_more_than_the_parser_can_check(registry):
-    limits = Limits(max_depth=1_000_000)
+    limits = Limits(max_depth=1_000_000, max_values=10_000_000)
     verdict = evaluate("settings.json", nested(1_000_000), registry, limits)
     reason = assert_rejected(verdict, "settings.json", "depth").reason
     assert reason == f"nesting deeper than {sys.getrecursionlimit()}"
@@ -130,6 +130,17 @@ def test_depth_limit_is_exact(registry):
     # Brackets inside strings are text, not nesting.
     text = b'{"a": "' + b"[[[[[[[[[[{{{{{{{{" + b'"}'
     assert isinstance(evaluate("settings.json", text, registry, limits), Accepted)
+
+
+def test_value_count_limit_bounds_the_parse_before_it_starts(registry):
+    limits = Limits(max_values=1000)
+    def values(n: int) -> bytes:  # `{`, `:`, `[` and n - 3 commas
+        return b'{"a": [' + b",".join([b"0"] * (n - 2)) + b"]}"
+
+    assert isinstance(evaluate("x.json", values(1000), registry, limits), Accepted)
+    for data in (values(1001), b'{"a": "' + b"," * 2000 + b'"}'):
+        verdict = evaluate("settings.json", data, registry, limits)
+        assert_rejected(verdict, "settings.json", "too_large", "more than 1000 JSON values")
 
 
 def test_size_limit_is_exact(registry):
