@@ -211,15 +211,17 @@ class Reader:
         self.full_scan("root_back", now)
 
     def _exists(self, path: str) -> bool:
-        """Is `path` still there? Only a definite no counts: a directory on the way that
-        cannot be searched (chmod 000) says nothing about the file, so it is kept."""
+        """Is `path` still in the tree? A directory on the way that cannot be searched (chmod
+        000) says nothing about the file: kept. One reached through a directory symlink out
+        of the root is not in the tree, as a walk would not find it."""
+        full = os.path.join(self.root, path)
         try:
-            os.lstat(os.path.join(self.root, path))
+            os.lstat(full)
         except (FileNotFoundError, NotADirectoryError):
             return False
         except OSError:
-            pass
-        return True
+            return True
+        return tree.inside(os.path.realpath(self.root), os.path.realpath(os.path.dirname(full)))
 
     # -- events and results -----------------------------------------------------------------
 

@@ -98,7 +98,10 @@ def walk(
     # against symlink loops: two symlinks to one directory (a Capistrano `current ->
     # releases/7`) are two sets of assets. Only a symlink can leave the root or loop, so
     # only symlinks are resolved.
-    stack = [(start, first, _ancestors(root, start) | {first})]
+    above = _ancestors(root, start)
+    if first in above:
+        return  # `start` is a symlink to a directory above it: a cycle, walked once already
+    stack = [(start, first, above | {first})]
     while stack:
         rel, real, ancestors = stack.pop()
         if on_dir is not None:

@@ -1,0 +1,274 @@
+"""Hostile trees (issue 10): what a tree writer can do to assetmgr, against a real Valkey.
+
+Each scenario is bounded in time (every run has a deadline) and memory (peak RSS measured),
+is reported (one line per rejected path in every report format) or ignored where DESIGN §3
+says so, never makes assetmgr read outside the root (inotify shows the kernel saw no open or
+read of the outside files), and never deletes a valid key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fsprobe import measured, touches
+
+from conftest import (
+    EXAMPLES,
+    REPO,
+    SCHEMAS,
+    Daemon,
+    converge,
+    disk_assets,
+    run_cli,
+    stored,
+    wait_for,
+)
+
+EXAMPLE_ASSETS = disk_assets(EXAMPLES)
+SECRET = b'{"token": "s3cret-do-not-publish"}'
+MB = 1024**2
+
+
+def hydrate(url: str, root: Path, *extra: str | Path, wrapper: list[str] | None = None):
+    args = ["hydrate", "--root", root, "--schemas", SCHEMAS, "--valkey-url", url, *extra]
+    return run_tree_user(wrapper or [], *args)
+
+
+def verify(root: Path, *extra: str | Path, wrapper: list[str] | None = None):
+    return run_tree_user(wrapper or [], "verify", "--root", root, "--schemas", SCHEMAS, *extra)
+
+
+def run_tree_user(wrapper: list[str], *args: str | Path) -> subprocess.CompletedProcess[str]:
+    if not wrapper:
+        return run_cli(*args, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSETMGR_")}
+    return subprocess.run(
+        [*wrapper, sys.executable, "-m", "assetmgr", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def reported(text: str, path: str, fragment: str) -> list[str]:
+    return [line for line in text.splitlines() if path in line and fragment in line]
+
+
+def assert_verify_reports(root: Path, expected: dict[str, str], *extra: str) -> None:
+    """`verify` names each rejected path once, on one line, in each of its three formats."""
+    text = verify(root, *extra)
+    assert text.returncode == 1, text.stderr
+    lines = text.stdout.splitlines()
+    for path, fragment in expected.items():
+        assert len(reported(text.stdout, f"{path}: ", fragment)) == 1, (path, text.stdout)
+    assert len(lines) == len(expected) + 1, text.stdout  # plus the summary line
+
+    as_json = json.loads(verify(root, "--format", "json", *extra).stdout)
+    assert {r["path"]: r["reason"] for r in as_json["invalid"]}.keys() == expected.keys()
+    for r in as_json["invalid"]:
+        assert expected[r["path"]] in r["reason"] and r["reason"].isprintable()
+
+    github = verify(root, "--format", "github", *extra).stdout.splitlines()
+    assert len(github) == len(expected), github
+    assert all(line.startswith("::error file=") for line in github)
+
+
+# -- symlinks: out of the root, loops ------------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory beside the root holding what a tree writer must not get published."""
+    out = tmp_path / "outside"
+    (out / "dir").mkdir(parents=True)
+    (out / "secret.json").write_bytes(SECRET)
+    (out / "dir" / "app.json").write_bytes(SECRET)
+    return out
+
+
+SYMLINK_REPORTS = {
+    "shadow.json": "symlink points outside the root",
+    "secret.json": "symlink points outside the root",
+    "leak": "directory symlink points outside the root",
+    "self.json": "symlink loop",
+    "ping.json": "symlink loop",
+    "pong.json": "symlink loop",
+}
+
+
+def test_symlinks_out_of_the_root_and_loops_are_reported_unopened(valkey, root, outside):
+    (root / "shadow.json").symlink_to("/etc/shadow")
+    (root / "secret.json").symlink_to(outside / "secret.json")
+    (root / "leak").symlink_to(outside / "dir")
+    (root / "self.json").symlink_to("self.json")
+    (root / "ping.json").symlink_to("pong.json")
+    (root / "pong.json").symlink_to("ping.json")
+    (root / "weights" / "loop").symlink_to("..")  # a cycle inside: walked once, not reported
+    (root / "dloop1").symlink_to("dloop2")  # a loop not named *.json: not an asset, ignored
+    (root / "dloop2").symlink_to("dloop1")
+    probes = [outside / "secret.json", outside / "dir" / "app.json"]
+
+    with touches(*probes) as seen:
+        result = hydrate(valkey.url, root)
+    assert result.returncode == 1, result.stderr
+    for path, fragment in SYMLINK_REPORTS.items():
+        assert reported(result.stderr, f"path={path} ", fragment), (path, result.stderr)
+    assert not seen.opened and not seen.read, seen
+    assert stored(valkey.client()) == EXAMPLE_ASSETS
+    assert_verify_reports(root, SYMLINK_REPORTS)
+
+
+def test_a_directory_swapped_for_a_symlink_out_under_the_daemon(
+    valkey, root, outside, tmp_path, start_daemon
+):
+    # A tree writer replaces weights/ by a symlink to a directory of the same shape outside.
+    # Nothing under it is read or published; the symlink is reported.
+    (outside / "dir" / "cost.json").write_bytes((root / "weights" / "cost.json").read_bytes())
+    client = valkey.client()
+    daemon = start_daemon(root)
+    with touches(outside / "dir" / "cost.json", outside / "dir" / "app.json") as seen:
+        shutil.move(root / "weights", tmp_path / "weights.away")
+        (root / "weights").symlink_to(outside / "dir")
+        expected = {p: d for p, d in EXAMPLE_ASSETS.items() if not p.startswith("weights/")}
+        converge(client, lambda: expected, what="weights/ gone from Valkey")
+        wait_for(lambda: "weights" in status(daemon)["rejected"], what="the symlink reported")
+    assert not seen.read, seen
+    assert "outside the root" in status(daemon)["rejected"]["weights"]
+    assert SECRET not in stored(client).values()
+
+    # A new symlink loop below the root is walked once, like a full scan walks it.
+    (root / "extra").mkdir()
+    (root / "extra" / "a.json").write_bytes(b"{}")
+    (root / "extra" / "loop").symlink_to("..")
+    converge(client, lambda: {**expected, "extra/a.json": b"{}"}, what="extra/a.json only")
+    assert not [p for p in stored(client) if "loop/" in p]
+
+
+def status(daemon: Daemon) -> dict:
+    code, body = daemon.get("/status")
+    assert code == 200, body
+    return json.loads(body)
+
+
+# -- names ----------------------------------------------------------------------------------
+
+LONG = "l" * 250 + ".json"  # a 255-byte component, the most a Linux file system allows
+NAMES = {
+    "new\nline.json": ("new\\nline.json", "file name has a control character"),
+    "tab\there.json": ("tab\\there.json", "file name has a control character"),
+    "esc\x1b[2J.json": ("esc\\x1b[2J.json", "file name has a control character"),
+    os.fsdecode(b"caf\xe9.json"): ("caf\\xe9.json", "file name is not valid UTF-8"),
+    f"{'d' * 255}/{LONG}": (f"{'d' * 255}/{LONG}", "invalid JSON"),
+}
+
+
+@pytest.fixture
+def named(root: Path) -> Path:
+    for name in NAMES:
+        target = root / name
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(b"{broken" if name.endswith(LONG) else b"{}")
+    (root / LONG).write_bytes(b'{"long": true}')
+    return root
+
+
+def test_odd_names_are_reported_one_line_each_and_long_names_work(valkey, named):
+    result = hydrate(valkey.url, named)
+    assert result.returncode == 1, result.stderr
+    for shown, fragment in NAMES.values():
+        assert len(reported(result.stderr, shown, fragment)) == 1, (shown, result.stderr)
+    assert all(line.isprintable() for line in result.stderr.splitlines())
+    assert stored(valkey.client()) == {**EXAMPLE_ASSETS, LONG: b'{"long": true}'}
+    assert_verify_reports(named, dict(NAMES.values()))
+
+
+def test_a_name_that_is_not_utf8_does_not_stop_the_daemon_getting_ready(
+    valkey, named, start_daemon
+):
+    # Its rejection named an escaped path the reader did not know: the first full scan never
+    # finished, so the daemon never became ready and never pruned.
+    daemon = start_daemon(named)  # waits for /readyz 200
+    rejected = status(daemon)["rejected"]
+    for shown, fragment in NAMES.values():
+        assert fragment in rejected[shown], rejected
+    assert stored(valkey.client()) == {**EXAMPLE_ASSETS, LONG: b'{"long": true}'}
+
+
+# -- size: a sparse gigabyte, a 100 MB string; JSON bombs ------------------------------------
+
+
+def test_a_sparse_gigabyte_and_a_100mb_string_are_refused_by_size_unopened(valkey, root, tmp_path):
+    sparse, string = root / "sparse.json", root / "string.json"
+    with open(sparse, "wb") as f:
+        f.truncate(1024 * MB)
+    string.write_bytes(b'{"s": "' + b"x" * (100 * MB) + b'"}')
+    with touches(sparse, string) as seen:
+        run = measured(
+            [sys.executable, "-m", "assetmgr", "hydrate", "--root", root, "--schemas", SCHEMAS,
+             "--valkey-url", valkey.url],
+            tmp_path / "rss", REPO,
+        )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert reported(run.stderr, "sparse.json", "1073741824 bytes is over the 16777216-byte")
+    assert reported(run.stderr, "string.json", "is over the 16777216-byte limit")
+    assert not seen.opened, seen
+    assert run.peak_rss_mb < 150, run.peak_rss_mb
+    assert stored(valkey.client()) == EXAMPLE_ASSETS
+
+
+def test_a_100mb_string_under_a_raised_limit_parses_in_bounded_memory(tmp_path):
+    root = tmp_path / "tree"
+    root.mkdir()
+    data = b'{"s": "' + b"x" * (100 * MB) + b'"}'
+    (root / "string.json").write_bytes(data)
+    run = measured(
+        [sys.executable, "-m", "assetmgr", "verify", "--root", root, "--schemas", SCHEMAS,
+         "--max-size", "200M", "--workers", "1"],
+        tmp_path / "rss", REPO,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout == "1 checked: 1 valid, 0 invalid\n"
+    # The file, its parsed string and the fast path's proof of no duplicate key: a few
+    # copies of 100 MB, not a multiple of the input per nesting level.
+    assert run.peak_rss_mb < 8 * len(data) / MB, run.peak_rss_mb
+
+
+BOMBS = {
+    "deep.json": (b"[" * 1_000_000 + b"]" * 1_000_000, "nesting deeper than 64"),
+    "deep_objects.json": (b'{"a":' * 300_000 + b"1" + b"}" * 300_000, "nesting deeper than"),
+    "inf.json": (b'{"a": 1e400}', "out of range"),
+    "digits.json": (b'{"a": 1' + b"0" * 100_000 + b"}", "100001 digits is out of range"),
+    "wide.json": (b"[" + b"[]," * 2_000_000 + b"[]]", "more than 1000000 JSON values"),
+    "wide_under_the_limit.json": (b"[" + b"[]," * 450_000 + b"[]]", "must be object"),
+    "keys.json": (b"{" + b",".join(b'"k%d":0' % i for i in range(300_000)) + b',"k7":1}',
+                  "duplicate object key 'k7'"),
+}  # fmt: skip
+
+
+def test_json_bombs_are_rejected_in_bounded_time_and_memory(valkey, root, tmp_path):
+    for name, (data, _) in BOMBS.items():
+        (root / "bombs").mkdir(exist_ok=True)
+        (root / "bombs" / name).write_bytes(data)
+    for extra in ([], ["--max-depth", "1000000"]):
+        client = valkey.client()
+        client.flushall()
+        run = measured(
+            [sys.executable, "-m", "assetmgr", "hydrate", "--root", root, "--schemas", SCHEMAS,
+             "--valkey-url", valkey.url, *extra],
+            tmp_path / "rss", REPO, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 1, run.stderr
+        for name, (_, fragment) in BOMBS.items():
+            if extra and "deep" in name:
+                fragment = "nesting deeper than"  # the parser's own limit, named as such
+            assert reported(run.stderr, f"bombs/{name}", fragment), (name, run.stderr)
+        assert run.peak_rss_mb < 300, run.peak_rss_mb
+        assert stored(client) == EXAMPLE_ASSETS
