@@ -200,12 +200,14 @@ def root_problem(
         return f"root {root} is unavailable: {e.strerror}"
     if not os.path.isdir(root):
         return f"root {root} is not a directory"
-    if identity is not None and (st.st_dev, st.st_ino) != identity:
-        return f"root {root} was replaced"
+    # Emptiness first: after an unmount the path names the (empty) mount point, which is
+    # also "another directory", but "empty (unmounted?)" is what the operator needs to read.
     try:
         with os.scandir(root) as entries:
             if not allow_empty and not any(True for _ in entries):
                 return f"root {root} is empty (unmounted?)"
     except OSError as e:
         return f"root {root} cannot be read: {e.strerror}"
+    if identity is not None and (st.st_dev, st.st_ino) != identity:
+        return f"root {root} was replaced"
     return None

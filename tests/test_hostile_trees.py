@@ -13,10 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from fsprobe import measured, touches
+from fsprobe import dac_wrapper, measured, touches
+from inotify_simple import INotify, flags
 
 from conftest import (
     EXAMPLES,
@@ -272,3 +276,161 @@ def test_json_bombs_are_rejected_in_bounded_time_and_memory(valkey, root, tmp_pa
             assert reported(run.stderr, f"bombs/{name}", fragment), (name, run.stderr)
         assert run.peak_rss_mb < 300, run.peak_rss_mb
         assert stored(client) == EXAMPLE_ASSETS
+
+
+# -- hard links -----------------------------------------------------------------------------
+
+
+def protected_hardlinks() -> bool:
+    return Path("/proc/sys/fs/protected_hardlinks").read_text().strip() != "0"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root+setpriv")
+def test_hard_links_show_a_tree_writer_nothing_they_could_not_read(valkey):
+    # A hard link is a regular file inside the root to the kernel. The policy (README,
+    # Security): with fs.protected_hardlinks on, only a file's owner or someone who may read
+    # and write it can link it, so a link exposes nothing its maker could not copy; assetmgr
+    # accepts it. With the sysctl off it rejects every file with more than one link.
+    if not protected_hardlinks():
+        pytest.skip("fs.protected_hardlinks is off here: assetmgr rejects hard links")
+    base = Path(tempfile.mkdtemp(prefix="assetmgr-links-"))
+    try:
+        base.chmod(0o755)
+        secret, public = base / "secret.json", base / "public.json"
+        secret.write_bytes(SECRET)
+        secret.chmod(0o600)
+        public.write_bytes(b'{"public": true}')
+        public.chmod(0o644)
+        tree = base / "tree"
+        shutil.copytree(EXAMPLES, tree)
+        tree.chmod(0o777)
+        for target in (secret, public):  # readable, not writable: still refused
+            made = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 "ln", target, tree / f"{target.stem}-link.json"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert made.returncode != 0 and "Operation not permitted" in made.stderr, made
+        os.link(public, tree / "linked.json")  # made by the file's owner: allowed, accepted
+        result = hydrate(valkey.url, tree)
+        assert result.returncode == 0, result.stderr
+        assert stored(valkey.client()) == {**EXAMPLE_ASSETS, "linked.json": b'{"public": true}'}
+    finally:
+        shutil.rmtree(base)
+
+
+# -- 100,000 files in one directory ----------------------------------------------------------
+
+
+def test_100000_files_in_one_directory_hydrate_in_bounded_memory(valkey, tmp_path):
+    root = tmp_path / "tree"
+    bulk = root / "bulk"
+    bulk.mkdir(parents=True)
+    for i in range(100_000):
+        (bulk / f"f{i:06}.json").write_bytes(b'{"i": %d}' % i)
+    run = measured(
+        [sys.executable, "-m", "assetmgr", "hydrate", "--root", root, "--schemas", SCHEMAS,
+         "--valkey-url", valkey.url],
+        tmp_path / "rss", REPO, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "100000 files" in run.stderr and "added=100000" in run.stderr, run.stderr
+    client = valkey.client()
+    assert client.get("asset:blob:bulk/f099999.json") is not None
+    assert sum(1 for _ in client.scan_iter(match="v4:manifest:*", count=10_000)) == 100_000
+    assert run.peak_rss_mb < 300, run.peak_rss_mb  # DESIGN §7: all processes under 300 MB
+
+
+# -- a directory made unreadable before and during a scan ------------------------------------
+
+
+def dac() -> list[str]:
+    wrapper = dac_wrapper()
+    if wrapper is None:
+        pytest.skip("running as root and setpriv (util-linux) is not installed")
+    return wrapper
+
+
+@pytest.fixture
+def spread(root: Path) -> Path:
+    """The examples and 40 directories of 25 assets each, so a scan takes a while."""
+    for d in range(40):
+        (root / f"d{d:02}").mkdir()
+        for i in range(25):
+            (root / f"d{d:02}" / f"f{i}.json").write_bytes(b'{"i": %d}' % i)
+    return root
+
+
+def test_a_directory_unreadable_before_and_during_hydrate_deletes_nothing(valkey, spread):
+    wrapper = dac()
+    client = valkey.client()
+    assert hydrate(valkey.url, spread).returncode == 0
+    before = stored(client)
+    (spread / "cards").chmod(0)  # before the scan
+    racing = spread / "weights"
+    watch = INotify()
+    for d in range(40):
+        watch.add_watch(spread / f"d{d:02}", flags.OPEN)
+    chmodded = threading.Event()
+
+    def chmod_when_the_scan_runs() -> None:
+        if watch.read(timeout=20_000):  # the walk opened one of the dNN directories
+            racing.chmod(0)
+            chmodded.set()
+
+    thread = threading.Thread(target=chmod_when_the_scan_runs, daemon=True)
+    thread.start()
+    try:
+        result = hydrate(valkey.url, spread, wrapper=wrapper)
+    finally:
+        thread.join(25)
+        watch.close()
+        (spread / "cards").chmod(0o755)
+        racing.chmod(0o755)
+    assert chmodded.is_set()
+    assert result.returncode == 1, result.stderr
+    assert reported(result.stderr, "path=cards ", "cannot list directory: Permission denied")
+    # weights/ went unreadable while the walk ran: listed already (its files cannot be
+    # read) or not yet (it cannot be listed). Either way it is reported and nothing goes.
+    assert reported(result.stderr, "path=weights", "Permission denied"), result.stderr
+    assert "not pruning" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert stored(client) == before
+
+    again = hydrate(valkey.url, spread, wrapper=wrapper)
+    assert again.returncode == 0, again.stderr
+    assert stored(client) == before
+
+
+def test_the_daemon_keeps_an_unreadable_directory_and_root_and_says_so(
+    valkey, spread, tmp_path, start_daemon, monkeypatch
+):
+    wrapper = dac()
+    if wrapper:  # the daemon, run as a user the mode bits bind
+        python = tmp_path / "python-without-dac"
+        python.write_text(f'#!/bin/sh\nexec {" ".join(wrapper)} {sys.executable} "$@"\n')
+        python.chmod(0o755)
+        monkeypatch.setattr(sys, "executable", str(python))
+    client = valkey.client()
+    daemon = start_daemon(spread, "--reconcile-interval", "1")
+    before = stored(client)
+    try:
+        (spread / "cards").chmod(0)
+        wait_for(lambda: "cards" in status(daemon)["rejected"], what="cards/ reported")
+        assert "cannot list directory" in status(daemon)["rejected"]["cards"]
+        time.sleep(2.0)  # two reconciles and a delete hold: nothing may be deleted
+        assert stored(client) == before
+        (spread / "cards").chmod(0o755)
+        wait_for(lambda: "cards" not in status(daemon)["rejected"], what="cards/ cleared")
+
+        spread.chmod(0)
+        alarm = f"root {spread} cannot be read: Permission denied; keeping every key"
+        wait_for(lambda: daemon.get("/readyz")[1].startswith(alarm.encode()), what=alarm)
+        assert alarm in daemon.log()
+        time.sleep(1.0)
+        assert stored(client) == before
+    finally:
+        (spread / "cards").chmod(0o755)
+        spread.chmod(0o755)
+    wait_for(lambda: daemon.get("/readyz")[0] == 200, what="ready again")
+    assert stored(client) == before
