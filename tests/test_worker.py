@@ -134,6 +134,7 @@ def test_depth_limit_is_exact(registry):
 
 def test_value_count_limit_bounds_the_parse_before_it_starts(registry):
     limits = Limits(max_values=1000)
+
     def values(n: int) -> bytes:  # `{`, `:`, `[` and n - 3 commas
         return b'{"a": [' + b",".join([b"0"] * (n - 2)) + b"]}"
 
