@@ -106,16 +106,8 @@ def walk(
         rel, real, ancestors = stack.pop()
         if on_dir is not None:
             on_dir(rel)
-        try:
-            with os.scandir(os.path.join(root, rel)) as listing:
-                entries = list(listing)
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # vanished: its watch/rescan will tell
-        except OSError as e:
-            tell(Rejected(rel or ".", "unreadable", f"cannot list directory: {e.strerror}"))
-            continue
         prefix = rel + "/" if rel else ""
-        for entry in entries:
+        for entry in _listing(root, rel, tell):
             name = entry.name
             if hidden(name):
                 continue
@@ -123,18 +115,41 @@ def walk(
             if isinstance(is_dir, str):
                 tell(Rejected(prefix + name, "unreadable", f"cannot stat: {is_dir}"))
             elif is_dir:
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if not inside(root_real, target):
-                        tell(Rejected(prefix + name, "symlink_outside", DIR_OUTSIDE))
-                        continue
-                    if target in ancestors:
-                        continue  # a cycle (`loop -> ..`): walked once, not forever
-                else:
-                    target = f"{real}/{name}"
-                stack.append((prefix + name, target, ancestors | {target}))
+                target = _target(entry, real, root_real, ancestors, tell, prefix + name)
+                if target:
+                    stack.append((prefix + name, target, ancestors | {target}))
             elif name.endswith(SUFFIX):
                 yield prefix + name
+
+
+def _listing(root: str, rel: str, tell: Problem) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(os.path.join(root, rel)) as listing:
+            return list(listing)
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # vanished: its watch/rescan will tell
+    except OSError as e:
+        tell(Rejected(rel or ".", "unreadable", f"cannot list directory: {e.strerror}"))
+        return []
+
+
+def _target(
+    entry: os.DirEntry[str],
+    real: str,
+    root_real: str,
+    ancestors: frozenset[str],
+    tell: Problem,
+    rel: str,
+) -> str | None:
+    """The real path of a directory to walk next, or None: a symlink out of the root (told)
+    or back to a directory above it (a cycle, `loop -> ..`, walked once, not forever)."""
+    if not entry.is_symlink():
+        return f"{real}/{entry.name}"
+    target = os.path.realpath(entry.path)
+    if not inside(root_real, target):
+        tell(Rejected(rel, "symlink_outside", DIR_OUTSIDE))
+        return None
+    return None if target in ancestors else target
 
 
 def _ignore(problem: Rejected) -> None:

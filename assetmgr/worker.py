@@ -7,22 +7,17 @@ result with a one-line reason and a low-cardinality code for the metrics.
 
 from __future__ import annotations
 
-import codecs
 import errno
 import hashlib
-import json
-import math
 import os
-import re
 import stat
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fastjsonschema
-import orjson
 import zstandard
 
+from .jsonparse import Invalid, parse_strict
 from .messages import Accepted, Missing, Rejected, Result, Unchanged, Verdict
 from .schemas import Registry
 from .tree import inside, name_problem, shown
@@ -55,13 +50,6 @@ class Limits:
     hard_links: bool = field(default_factory=hard_links_protected)
 
 
-class _Invalid(Exception):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
 def evaluate(
     path: str,
     data: bytes,
@@ -82,8 +70,8 @@ def evaluate(
         for logic in registry.logic_for(path):
             problem = logic(path, document)
             if problem:
-                raise _Invalid("logic", f"{_name(logic)}: {_one_line(problem)}")
-    except _Invalid as e:
+                raise Invalid("logic", f"{_name(logic)}: {_one_line(problem)}")
+    except Invalid as e:
         return Rejected(path, e.code, e.reason)
     except fastjsonschema.JsonSchemaValueException as e:
         return Rejected(path, "schema", f"schema {schema.name}: {_one_line(e.message)}")
@@ -101,194 +89,6 @@ def _misnamed(path: str) -> Rejected | None:
     """
     problem = name_problem(path)
     return Rejected(path, "encoding", problem) if problem else None
-
-
-def parse_strict(data: bytes, limits: Limits) -> Any:
-    """Parse JSON refusing what a lenient parser lets through; raise _Invalid with a reason.
-
-    The fast path is orjson (strict UTF-8, no NaN, no BOM) plus a proof that no object key is
-    repeated, which orjson would silently collapse. When the bytes hold no escaped quote, every
-    `"` delimits a string, so splitting on it leaves the text outside strings at even places;
-    there each `:` separates one key from its value. Counted the same way in orjson's compact
-    output, they are the keys it kept: equal counts mean no key was repeated. Errors and
-    escaped quotes (in the input or, from a \\u0022, the output) take the exact slow path,
-    and so do runs of 19 or more digits: orjson reads integers beyond 64 bits as floats.
-    """
-    _check_values(data, limits)
-    if data and len(data) <= limits.max_size and b'\\"' not in data:
-        document = _parse_fast(data, limits)
-        if document is not _UNPROVEN:
-            return document
-    return _parse_exact(data, limits)
-
-
-_UNPROVEN = object()
-
-
-def _check_values(data: bytes, limits: Limits) -> None:
-    """Bound the memory a parse takes before parsing: every value or key but the first is
-    preceded by `,` or `:` or opens with `[`/`{` (counted in strings too: an upper bound)."""
-    if len(data) <= limits.max_values:
-        return  # each mark is a byte: most files need no count
-    marks = data.count(b",") + data.count(b":") + data.count(b"[") + data.count(b"{")
-    if marks > limits.max_values:
-        raise _Invalid("too_large", f"more than {limits.max_values} JSON values (max_values)")
-
-
-def _parse_fast(data: bytes, limits: Limits) -> Any:
-    """orjson's document when the proof holds, else _UNPROVEN (freed before the slow path)."""
-    try:
-        document = orjson.loads(data)
-        output = orjson.dumps(document)
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        return _UNPROVEN  # the slow path says precisely what is wrong
-    outside = _outside_strings(data)
-    if (
-        b'\\"' not in output
-        and outside.count(b":") == _outside_strings(output).count(b":")
-        and _depth_within(outside, limits.max_depth)
-        and _LONG_DIGITS not in outside.translate(_DIGITS_ONLY)
-    ):
-        return document
-    return _UNPROVEN
-
-
-def _outside_strings(data: bytes) -> bytes:
-    """The JSON text between its strings (valid only when no quote is escaped)."""
-    return b"".join(data.split(b'"')[0::2])
-
-
-# Digits as "0", everything else as " ": a run of 19 digits is then a plain substring search.
-_DIGITS_ONLY = bytes(48 if 48 <= c <= 57 else 32 for c in range(256))
-_LONG_DIGITS = b"0" * 19
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
-
-
-def _depth_within(outside: bytes, limit: int) -> bool:
-    """Is the nesting of these structural brackets at most `limit`? Each pass strips the
-    innermost pairs, so the passes needed to empty the string are the depth. A pair becomes
-    a placeholder first, so one pass cannot strip the pair it uncovers (`{[]}`), and no pass
-    builds an object per match (a regex substitution did: 150 MB for two million pairs)."""
-    brackets = outside.translate(None, _NOT_BRACKETS)
-    if len(brackets) // 2 <= limit:
-        return True
-    for _ in range(limit):
-        brackets = brackets.replace(b"[]", b".").replace(b"{}", b".").replace(b".", b"")
-        if not brackets:
-            return True
-    return False
-
-
-def _parse_exact(data: bytes, limits: Limits) -> Any:
-    """The stdlib parser with hooks: slower, but names every problem exactly."""
-    if not data:
-        raise _Invalid("empty", "empty file")
-    if len(data) > limits.max_size:
-        raise _Invalid("too_large", f"{len(data)} bytes is over the {limits.max_size}-byte limit")
-    if data.startswith(codecs.BOM_UTF8):
-        raise _Invalid("encoding", "starts with a UTF-8 byte order mark")
-    _check_values(data, limits)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _Invalid("encoding", f"not UTF-8: invalid byte at offset {e.start}") from None
-    try:
-        document = json.loads(
-            text,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_no_constant,
-            parse_float=_finite_float,
-            parse_int=_finite_int,
-        )
-    except json.JSONDecodeError as e:
-        raise _Invalid(
-            "syntax", f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
-    except RecursionError:
-        deepest = min(limits.max_depth, sys.getrecursionlimit())
-        raise _Invalid("depth", f"nesting deeper than {deepest}") from None
-    # Counting brackets is C-speed and bounds the depth; walk only when it might be exceeded.
-    if (
-        data.count(b"[") + data.count(b"{") > limits.max_depth
-        and _depth(document) > limits.max_depth
-    ):
-        raise _Invalid("depth", f"nesting deeper than {limits.max_depth}")
-    if _SURROGATE_ESCAPE.search(data) and _has_lone_surrogate(document):
-        raise _Invalid("encoding", "a \\u escape is half of a surrogate pair: not Unicode text")
-    return document
-
-
-# A double's largest finite value has 309 digits; beyond, every JSON reader that uses doubles
-# (orjson, JavaScript) reads infinity or fails.
-_INT_DIGITS = 309
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise _Invalid("non_finite", f"number {_clip(text)} is out of range (infinite as a double)")
-    return value
-
-
-def _finite_int(text: str) -> int:
-    digits = len(text) - text.startswith("-")
-    if digits >= _INT_DIGITS and (digits > _INT_DIGITS or abs(int(text)) > sys.float_info.max):
-        raise _Invalid("non_finite", f"integer of {digits} digits is out of range of a double")
-    return int(text)
-
-
-def _clip(text: str, width: int = 24) -> str:
-    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"
-
-
-def _has_lone_surrogate(document: Any) -> bool:
-    """Does a string or key hold half a surrogate pair (from a `\\ud800` escape)? orjson and
-    most readers refuse such text."""
-    stack = [document]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            if not node.isascii():
-                try:
-                    node.encode("utf-8")
-                except UnicodeEncodeError:
-                    return True
-        elif isinstance(node, dict):
-            stack.extend(node)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return False
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _Invalid("duplicate_key", f"duplicate object key {key!r}")
-            seen.add(key)
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise _Invalid("non_finite", f"{name} is not valid JSON")
-
-
-def _depth(document: Any) -> int:
-    deepest = 0
-    stack = [(document, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            node = node.values()
-        elif not isinstance(node, list):
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in node)
-    return deepest
 
 
 def fingerprint(registry: Registry, limits: Limits) -> str:
@@ -324,7 +124,7 @@ def inspect(
         data, mtime_ns = _read_settled(root, full, limits)
     except FileNotFoundError:
         return Missing(path, seq)
-    except _Invalid as e:
+    except Invalid as e:
         return Rejected(path, e.code, e.reason, seq)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
@@ -355,7 +155,7 @@ def _read_settled(root: str, full: str, limits: Limits) -> tuple[bytes, int]:
             data, before, after = read
             if len(data) == before.st_size and _same(before, after):
                 return data, after.st_mtime_ns
-    raise _Invalid("changing", f"kept changing while being read ({READ_TRIES} reads)")
+    raise Invalid("changing", f"kept changing while being read ({READ_TRIES} reads)")
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
@@ -381,7 +181,7 @@ def _read(
     link = stat.S_ISLNK(st.st_mode)
     if link:
         if not _inside_root(root, os.path.realpath(full)):
-            raise _Invalid("symlink_outside", "symlink points outside the root")
+            raise Invalid("symlink_outside", "symlink points outside the root")
         st = os.stat(full)
     _check_file(st, limits)
     # O_NONBLOCK: if a FIFO is swapped in between stat and open, open must not hang.
@@ -414,7 +214,7 @@ def _read_fd(fd: int, max_size: int) -> bytes:
         remaining -= len(chunk)
     data = b"".join(chunks)
     if len(data) > max_size:
-        raise _Invalid("too_large", f"over the {max_size}-byte limit")
+        raise Invalid("too_large", f"over the {max_size}-byte limit")
     return data
 
 
@@ -428,20 +228,20 @@ def _check_opened_inside(root: str, fd: int) -> None:
     try:
         where = os.readlink(f"/proc/self/fd/{fd}")
     except OSError as e:
-        raise _Invalid("unreadable", f"cannot tell where the file is: {e.strerror}") from None
+        raise Invalid("unreadable", f"cannot tell where the file is: {e.strerror}") from None
     if not _inside_root(root, where):
-        raise _Invalid(
+        raise Invalid(
             "symlink_outside", "path leads outside the root (a directory on it is a symlink out)"
         )
 
 
 def _check_file(st: os.stat_result, limits: Limits) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise _Invalid("not_regular", f"not a regular file ({_kind(st.st_mode)})")
+        raise Invalid("not_regular", f"not a regular file ({_kind(st.st_mode)})")
     if st.st_size > limits.max_size:
-        raise _Invalid("too_large", f"{st.st_size} bytes is over the {limits.max_size}-byte limit")
+        raise Invalid("too_large", f"{st.st_size} bytes is over the {limits.max_size}-byte limit")
     if st.st_nlink > 1 and not limits.hard_links:
-        raise _Invalid(
+        raise Invalid(
             "hard_link", f"has {st.st_nlink} hard links and fs.protected_hardlinks is off"
         )
 

@@ -21,8 +21,9 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from assetmgr import schemas
+from assetmgr.jsonparse import Invalid, parse_exact, parse_strict
 from assetmgr.messages import REASONS, Accepted, Rejected
-from assetmgr.worker import Limits, _Invalid, _parse_exact, evaluate, parse_strict
+from assetmgr.worker import Limits, evaluate
 from conftest import EXAMPLES, SCHEMAS
 
 REGISTRY = schemas.load(SCHEMAS)
@@ -107,7 +108,7 @@ def outcome(parse: Any, data: bytes, limits: Limits) -> tuple[str, str | None]:
     with bounded():
         try:
             return "ok", json.dumps(parse(data, limits), sort_keys=True)
-        except _Invalid as e:
+        except Invalid as e:
             return e.code, None
 
 
@@ -117,7 +118,7 @@ def outcome(parse: Any, data: bytes, limits: Limits) -> tuple[str, str | None]:
 @example(b'{"a": [[[[[1]]]]]}')
 def test_fast_path_agrees_with_the_exact_parser(data):
     for limits in (LIMITS, SHALLOW):
-        assert outcome(parse_strict, data, limits) == outcome(_parse_exact, data, limits)
+        assert outcome(parse_strict, data, limits) == outcome(parse_exact, data, limits)
 
 
 @pytest.mark.skipif(not os.environ.get("FUZZ_LARGE"), reason="make fuzz only (FUZZ_LARGE=1)")
