@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test lint bench clean install install-test
+.PHONY: run test lint fuzz bench clean install install-test
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,20 @@ lint: install-test
 	$(BIN)/ruff format --check assetmgr tests perf
 	$(BIN)/mypy
 
+## Long fuzzing: the property tests with many more examples (HYPOTHESIS_PROFILE=fuzz), then
+## atheris (libFuzzer) on worker.evaluate for FUZZ_SECONDS. Crashes land in .fuzz/.
+FUZZ_SECONDS ?= 300
+fuzz: install-test
+	HYPOTHESIS_PROFILE=fuzz FUZZ_LARGE=1 $(BIN)/python -m pytest -p no:cacheprovider \
+		--timeout=7200 tests/test_fuzz_worker.py tests/test_fuzz_loading.py $(ARGS)
+	$(BIN)/pip install --quiet -e '.[fuzz]'
+	mkdir -p .fuzz/corpus
+	cp -n examples/assets/*/*.json .fuzz/corpus/ 2>/dev/null || true
+	cd .fuzz && ../$(BIN)/python ../tests/atheris_evaluate.py -max_total_time=$(FUZZ_SECONDS) corpus
+
 bench: install-test
 	$(BIN)/pip install --quiet -e '.[perf]'
 	$(BIN)/python perf/bench.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz

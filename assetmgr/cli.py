@@ -120,7 +120,7 @@ def load_registry(cfg: Config) -> Registry:
 
 
 def limits(cfg: Config) -> Limits:
-    return Limits(max_size=cfg.max_size, max_depth=cfg.max_depth)
+    return Limits(max_size=cfg.max_size, max_depth=cfg.max_depth, max_values=cfg.max_values)
 
 
 @contextmanager

@@ -54,17 +54,19 @@ def _verify_text(cfg: Config, found: oneshot.Scan, rejected: list[Rejected]) -> 
             "ok": not rejected,
             "checked": len(found.paths),
             "valid": found.valid,
-            "invalid": [{"path": r.path, "code": r.code, "reason": r.reason} for r in rejected],
+            "invalid": [
+                {"path": tree.shown(r.path), "code": r.code, "reason": r.reason} for r in rejected
+            ],
         }
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
     if cfg.format == "github":
         lines = [
-            f"::error file={_gh_property(os.path.join(cfg.root, r.path))},title=assetmgr "
-            f"{r.code}::{_gh_data(r.path + ': ' + r.reason)}"
+            f"::error file={_gh_property(os.path.join(cfg.root, tree.shown(r.path)))},"
+            f"title=assetmgr {r.code}::{_gh_data(tree.shown(r.path) + ': ' + r.reason)}"
             for r in rejected
         ]
         return "".join(line + "\n" for line in lines)
-    lines = [f"{r.path}: {r.reason}" for r in rejected]
+    lines = [f"{tree.shown(r.path)}: {r.reason}" for r in rejected]
     lines.append(f"{len(found.paths)} checked: {found.valid} valid, {len(rejected)} invalid")
     return "\n".join(lines) + "\n"
 
@@ -114,7 +116,7 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
     )
     plan, report = result.report.plan, result.report
     for path, reason in sorted(plan.invalid.items()):
-        log.warning("rejected", extra={"path": path, "reason": reason})
+        log.warning("rejected", extra={"path": tree.shown(path), "reason": reason})
     if cfg.dry_run:
         sys.stdout.write(_plan_text(plan))
     counts = " ".join(f"{k}={v}" for k, v in plan.counts().items())
@@ -154,9 +156,9 @@ def _plan_text(plan: Plan) -> str:
         ("unchanged", plan.unchanged),
     ):
         lines.append(f"{title} ({len(paths)}):")
-        lines += [f"  {p}" for p in sorted(paths)]
+        lines += [f"  {tree.shown(p)}" for p in sorted(paths)]
     lines.append(f"invalid ({len(plan.invalid)}):")
-    lines += [f"  {p}: {reason}" for p, reason in sorted(plan.invalid.items())]
+    lines += [f"  {tree.shown(p)}: {reason}" for p, reason in sorted(plan.invalid.items())]
     if plan.refused:
         lines.append(f"refused: {plan.refused}")
     return "\n".join(lines) + "\n"

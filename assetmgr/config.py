@@ -64,8 +64,8 @@ def _non_negative_float(text: str) -> float:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be > 0, got {text}")
+    if not 0 < value < float("inf"):  # infinity too: it breaks timeouts and TTLs at runtime
+        raise ValueError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -227,6 +227,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("max_size", _size, 16 * 1024**2, "largest asset file, bytes (K/M/G)", SCANNING),
     Setting("max_depth", _positive_int, 64, "deepest JSON nesting allowed", SCANNING),
+    Setting(
+        "max_values",
+        _positive_int,
+        1_000_000,
+        "most JSON values in one asset (memory: ~100 bytes each while parsing)",
+        SCANNING,
+    ),
     Setting("connect_timeout", _non_negative_float, 5.0, "seconds to reach Valkey", VALKEY),
     Setting(
         "lease_ttl", _positive_float, 10.0, "seconds the writer lease lasts", ("hydrate", "daemon")
@@ -385,9 +392,10 @@ def _parse(s: Setting, raw: Any, source: str) -> Any:
 
 def _schema_rules(raw: Any, source: str) -> list[tuple[str, str]]:
     if isinstance(raw, str):
-        raw = [
-            dict(zip(("glob", "schema"), r.split("=", 1), strict=True)) for r in raw.split(";") if r
-        ]
+        pairs = [r.split("=", 1) for r in raw.split(";") if r]
+        if not all(len(pair) == 2 for pair in pairs):
+            raise ConfigError(f"schema_rules (from {source}): expected GLOB=SCHEMA;...")
+        raw = [dict(zip(("glob", "schema"), pair, strict=True)) for pair in pairs]
     if not isinstance(raw, list) or not all(
         isinstance(r, dict) and isinstance(r.get("glob"), str) and isinstance(r.get("schema"), str)
         for r in raw
@@ -408,4 +416,6 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {e}") from None
     # Accept both top-level keys and an [assetmgr] table.
     section = data.get("assetmgr", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: assetmgr must be a table of settings")
     return {k.replace("-", "_"): v for k, v in section.items()}

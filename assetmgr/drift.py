@@ -85,7 +85,7 @@ def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
             drift.blob_mismatch.append(path)
     for path, result in sorted(disk.items()):
         if isinstance(result, Rejected):
-            drift.invalid_on_disk[path] = result.reason
+            drift.invalid_on_disk[tree.shown(path)] = result.reason
         elif path not in manifests:
             drift.would_add.append(path)
         elif stored_hash.get(path) not in (None, result.hash):

@@ -30,6 +30,8 @@ REASONS = (
     "not_regular",
     "symlink_outside",
     "unreadable",
+    "changing",
+    "hard_link",
 )
 
 

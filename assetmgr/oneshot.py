@@ -47,6 +47,7 @@ class Scan:
     valid: int = 0
     rejected: dict[str, Rejected] = field(default_factory=dict)
     seconds: float = 0.0
+    unlisted: int = 0  # directories that could not be listed: what they hold is unknown
 
 
 class Progress:
@@ -108,8 +109,17 @@ def scan(
     pool = Pool(workers, root, registry, limits, batch=64)
     pool.start()
     done = 0
+
+    def problem(rejected: Rejected) -> None:
+        found.paths.add(rejected.path)
+        found.rejected[rejected.path] = rejected
+        found.unlisted += rejected.code == "unreadable"
+        sink([rejected])
+
     try:
-        for chunk, stored in tree.chunks(root, lookup=lookup, size=SUBMIT_CHUNK):
+        for chunk, stored in tree.chunks(
+            root, lookup=lookup, size=SUBMIT_CHUNK, on_problem=problem
+        ):
             found.paths.update(chunk)
             same = [
                 Unchanged(path, stored[path][0], seq)
@@ -182,7 +192,13 @@ def hydrate(
 
     try:
         found = scan(root, registry, limits, workers, sink, progress, lookup)
+        if prune and found.unlisted:
+            log.warning(
+                "not pruning: %d directories could not be listed, what they hold is unknown",
+                found.unlisted,
+            )
         if writer.is_alive():
+            prune = prune and not found.unlisted
             writer_in.send(SyncPoint(started_seq, frozenset(found.paths), prune=prune))
             writer_in.send(Finish())
     except BrokenPipeError:

@@ -24,7 +24,7 @@ from . import metrics, schemas, tree, watcher
 from .client import AssetClient
 from .connection import Endpoint, ValkeyMisconfigured
 from .keyspace import Keyspace
-from .messages import Finish, Missing, Result, SyncPoint
+from .messages import Finish, Missing, Rejected, Result, SyncPoint
 from .pool import Pool
 from .schedule import Schedule
 from .schemas import Registry, SchemaError
@@ -60,7 +60,7 @@ class ReaderOptions:
 @dataclass
 class FullScan:
     started: int
-    found: set[str] = field(default_factory=set)
+    found: set[str] = field(default_factory=set)  # what the writer must not prune
     awaiting: set[str] = field(default_factory=set)
     reason: str = "start"
 
@@ -83,7 +83,7 @@ class Reader:
         self.schedule = Schedule(opts.delete_hold, opts.settle)
         self.scan: FullScan | None = None
         self.root_ino: tuple[int, int] | None = None
-        self.root_lost = False
+        self.root_lost: str | None = None  # the alarm while the root cannot be trusted
         self.next_reconcile = 0.0
         self.schemas_changed_at: float | None = None
         self.stopping = False
@@ -113,8 +113,9 @@ class Reader:
         log.info("full scan", extra={"reason": reason})
         scan = FullScan(time.monotonic_ns(), reason=reason)
         with self._lookup() as lookup:
-            scan.found = self._list("", now, lookup)
-        scan.awaiting = set(scan.found)
+            listed, kept = self._list("", now, lookup)
+        scan.found = listed | kept
+        scan.awaiting = listed
         self.scan = scan
         assert self.watches is not None
         self.next_reconcile = now + (
@@ -140,21 +141,36 @@ class Reader:
         finally:
             reads.client.close()
 
-    def _list(self, rel: str, now: float, lookup: tree.Lookup = tree.no_lookup) -> set[str]:
-        """Watch and list `rel`: what is there is read, what is known but not there may be gone."""
+    def _list(
+        self, rel: str, now: float, lookup: tree.Lookup = tree.no_lookup
+    ) -> tuple[set[str], set[str]]:
+        """Watch and list `rel`: what is there is read, what is known but not there may be gone.
+
+        Returns the paths listed (each now being read) and those to keep without a read: a
+        directory the walk could not follow, reported, and what was known under one that could
+        not be listed (unknown is not gone).
+        """
         assert self.watches is not None
-        found: set[str] = set()
-        for chunk, stored in self.watches.scan(rel, lookup):
-            found.update(chunk)
+        listed: set[str] = set()
+        problems: list[Rejected] = []
+        for chunk, stored in self.watches.scan(rel, lookup, problems.append):
+            listed.update(chunk)
             for path in chunk:
                 self.schedule.mark_dirty(path, now, stored.get(path))
-        for path in watcher.gone(self.schedule.known, found, rel):
+        kept = {p.path for p in problems}
+        for problem in problems:
+            if problem.code == "unreadable":
+                kept.update(watcher.below(self.schedule.known, problem.path))
+        for path in watcher.gone(self.schedule.known, listed | kept, rel):
             self.schedule.mark_gone(path, now)
-        return found
+        self._outbox += problems
+        return listed, kept
 
     def scan_dir(self, rel: str, now: float) -> None:
         """A directory appeared (or was swapped): watch it, list it, forget what is not there."""
-        self._list(rel, now)
+        listed, kept = self._list(rel, now)
+        if self.scan is not None:  # a full scan is running: it must not prune what this found
+            self.scan.found |= listed | kept
 
     def drop_dir(self, rel: str, now: float) -> None:
         assert self.watches is not None
@@ -167,13 +183,15 @@ class Reader:
     def _root_problem(self) -> str | None:
         return tree.root_problem(self.root, self.root_ino, self.opts.allow_empty_root)
 
-    def _lose_root(self, now: float) -> None:
-        if not self.root_lost:
-            log.error(
-                "asset root is gone; keeping every key until it is back", extra={"root": self.root}
-            )
-            metrics.RESCANS.labels("root_lost").inc()
-        self.root_lost = True
+    def _lose_root(self, now: float, problem: str | None = None) -> None:
+        """Stop trusting the root; the alarm (log line and /readyz) says what is wrong with it."""
+        problem = problem or self._root_problem() or f"root {self.root} was moved or unmounted"
+        alarm = f"{problem}; keeping every key until it is back"
+        if alarm != self.root_lost:
+            log.error(alarm, extra={"root": self.root})
+            if self.root_lost is None:
+                metrics.RESCANS.labels("root_lost").inc()
+        self.root_lost = alarm
         self.next_reconcile = now + ROOT_POLL
         self.scan = None
         self.schedule.forget_waits()
@@ -182,15 +200,28 @@ class Reader:
 
     def _check_root_back(self, now: float) -> None:
         self.root_ino = None
-        if self._root_problem() is None:
-            st = os.stat(self.root)
-            self.root_ino = (st.st_dev, st.st_ino)
-            self.root_lost = False
-            log.warning("asset root is back; reconciling", extra={"root": self.root})
-            self.full_scan("root_back", now)
+        problem = self._root_problem()
+        if problem is not None:
+            self._lose_root(now, problem)  # still lost; the alarm follows what is true now
+            return
+        st = os.stat(self.root)
+        self.root_ino = (st.st_dev, st.st_ino)
+        self.root_lost = None
+        log.warning("asset root is back; reconciling", extra={"root": self.root})
+        self.full_scan("root_back", now)
 
     def _exists(self, path: str) -> bool:
-        return os.path.lexists(os.path.join(self.root, path))
+        """Is `path` still in the tree? A directory on the way that cannot be searched (chmod
+        000) says nothing about the file: kept. One reached through a directory symlink out
+        of the root is not in the tree, as a walk would not find it."""
+        full = os.path.join(self.root, path)
+        try:
+            os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            return True
+        return tree.inside(os.path.realpath(self.root), os.path.realpath(os.path.dirname(full)))
 
     # -- events and results -----------------------------------------------------------------
 
@@ -283,7 +314,7 @@ class Reader:
     def problem(self) -> str | None:
         """Why this reader cannot vouch for the tree right now (readiness follows it)."""
         if self.root_lost:
-            return f"asset root {self.root} is gone; keys are kept"
+            return self.root_lost
         if self.watches is not None and self.watches.limit_hit:
             return "inotify watch limit reached (fs.inotify.max_user_watches); rescanning"
         return None

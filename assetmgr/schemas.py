@@ -21,6 +21,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 import fastjsonschema
 import orjson
 
+from .tree import shown
+
 SUFFIX = ".schema.json"
 DEFAULT = "_default"
 
@@ -114,23 +116,46 @@ def load(
     handlers = _handlers(root)
     schemas: dict[str, Schema] = {}
     for name, doc in docs.items():
-        base = (root / name).as_uri()
-        refs = list(_refs(doc, base))
-        for ref in refs:
-            _confine(ref, root, name)
-        try:
-            check = fastjsonschema.compile(_with_base(doc, base), handlers=handlers)
-        except (fastjsonschema.JsonSchemaDefinitionException, SchemaError, ValueError) as e:
-            raise SchemaError(f"schema {name}: {_one_line(e)}") from None
-        sid = doc["$id"] if isinstance(doc.get("$id"), str) else name
-        digest = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        targets = frozenset(Path(unquote(urlsplit(r).path)).name for r in refs) - {name}
-        schemas[name.removesuffix(SUFFIX)] = Schema(name, sid, check, digest, targets)
+        schemas[name.removesuffix(SUFFIX)] = _compile(root, name, doc, handlers)
     for _, target in rules:
         if target.removesuffix(SUFFIX) not in schemas:
             raise SchemaError(f"schema rule names {target!r}, which is not in {directory}")
     digest = hashlib.sha256(orjson.dumps(docs, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return Registry(root, schemas, tuple(rules), _load_validators(validators or {}), digest)
+
+
+def _compile(
+    root: Path, name: str, doc: dict[str, Any], handlers: dict[str, Callable[[str], Any]]
+) -> Schema:
+    """Confine the document's `$ref`s to the directory, then compile it. A malformed schema
+    can make the compiler fail in any way (TypeError on `"required": null`, RecursionError on
+    a cycle): each is this file's configuration error, in one line."""
+    base = (root / name).as_uri()
+    try:
+        refs = list(_refs(doc, base))
+        for ref in refs:
+            _confine(ref, root)
+        check = fastjsonschema.compile(_with_base(doc, base), handlers=handlers)
+        _probe(check)
+        targets = frozenset(Path(unquote(urlsplit(r).path)).name for r in refs) - {name}
+    except Exception as e:  # also the compiler's own errors on a document it does not expect
+        raise SchemaError(f"schema {name}: {_one_line(e)}") from None
+    sid = doc["$id"] if isinstance(doc.get("$id"), str) else name
+    digest = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return Schema(name, sid, check, digest, targets)
+
+
+def _probe(check: Callable[[Any], Any]) -> None:
+    """Validate a few trivial documents: a schema whose code fails on them (a `$ref` cycle
+    that consumes nothing recurses on every document) would reject every asset."""
+    trivial: tuple[Any, ...] = (None, {}, [], "", 0)
+    for value in trivial:
+        try:
+            check(value)
+        except fastjsonschema.JsonSchemaValueException:
+            pass
+        except RecursionError:
+            raise SchemaError("$ref cycle: validating any document recurses forever") from None
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -172,13 +197,13 @@ def _refs(node: Any, base: str) -> Iterator[str]:
             stack.extend((v, here) for v in item)
 
 
-def _confine(uri: str, root: Path, name: str) -> None:
+def _confine(uri: str, root: Path) -> None:
     parts = urlsplit(uri)
     if parts.scheme != "file":
-        raise SchemaError(f"schema {name}: $ref {uri!r} is outside the schemas directory")
+        raise SchemaError(f"$ref {uri!r} is outside the schemas directory")
     target = Path(unquote(parts.path)).resolve()
     if target.parent != root and root not in target.parents:
-        raise SchemaError(f"schema {name}: $ref {uri!r} is outside the schemas directory")
+        raise SchemaError(f"$ref {uri!r} is outside the schemas directory")
 
 
 def _handlers(root: Path) -> dict[str, Callable[[str], Any]]:
@@ -221,4 +246,5 @@ def _import(name: str) -> LogicValidator:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    """One printable line: a file name or `$ref` with a control character is escaped."""
+    return shown(" ".join(str(error).split())) or type(error).__name__

@@ -165,7 +165,7 @@ class Supervisor:
             schemas=cfg.schemas,
             rules=tuple(cfg.schema_rules),
             validators=dict(cfg.validators),
-            limits=Limits(cfg.max_size, cfg.max_depth),
+            limits=Limits(cfg.max_size, cfg.max_depth, cfg.max_values),
             workers=cfg.workers,
             delete_hold=cfg.delete_hold,
             settle=cfg.settle,

@@ -119,11 +119,14 @@ class Watches:
             self._unalias(self.by_dir.pop(name), name)
 
     def scan(
-        self, start: str = "", lookup: tree.Lookup = tree.no_lookup
+        self,
+        start: str = "",
+        lookup: tree.Lookup = tree.no_lookup,
+        on_problem: tree.Problem | None = None,
     ) -> Iterator[tuple[list[str], dict[str, Stored]]]:
         """Walk `start` with every directory watched before it is listed, in chunks of paths
         with what Valkey holds for them (`tree.chunks`, the driver `hydrate` uses too)."""
-        return tree.chunks(self.root, start, self.add, lookup, SCAN_CHUNK)
+        return tree.chunks(self.root, start, self.add, lookup, SCAN_CHUNK, on_problem)
 
     def read(self) -> list[Change]:
         changes: list[Change] = []

@@ -7,39 +7,48 @@ result with a one-line reason and a low-cardinality code for the metrics.
 
 from __future__ import annotations
 
-import codecs
 import errno
 import hashlib
-import json
 import os
-import re
 import stat
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fastjsonschema
-import orjson
 import zstandard
 
+from .jsonparse import Invalid, parse_strict
 from .messages import Accepted, Missing, Rejected, Result, Stored, Unchanged, Verdict
 from .schemas import Registry
-from .tree import inside
+from .tree import inside, name_problem, shown
 
 ZSTD_LEVEL = 3
+READ_TRIES = 3  # reads of a file that keeps changing under the reader before it is rejected
+PROTECTED_HARDLINKS = "/proc/sys/fs/protected_hardlinks"
+
+
+def hard_links_protected() -> bool:
+    """Does the kernel let a user hard-link only files they own or can read and write?
+    Then a hard link in the tree shows nothing its maker could not read anyway."""
+    try:
+        with open(PROTECTED_HARDLINKS) as f:
+            return f.read().strip() not in ("", "0")
+    except OSError:
+        return False
+
+
+MAX_VALUES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_size: int = 16 * 1024**2
     max_depth: int = 64
-
-
-class _Invalid(Exception):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+    # Parsed, a JSON value costs ~100 bytes: 16 MB of `[],` would take 530 MB in one worker.
+    max_values: int = MAX_VALUES
+    # Accept regular files with more than one name (see README, Security: hard links).
+    hard_links: bool = field(default_factory=hard_links_protected)
 
 
 def evaluate(
@@ -62,8 +71,8 @@ def evaluate(
         for logic in registry.logic_for(path):
             problem = logic(path, document)
             if problem:
-                raise _Invalid("logic", f"{_name(logic)}: {_one_line(problem)}")
-    except _Invalid as e:
+                raise Invalid("logic", f"{_name(logic)}: {_one_line(problem)}")
+    except Invalid as e:
         return Rejected(path, e.code, e.reason)
     except fastjsonschema.JsonSchemaValueException as e:
         return Rejected(path, "schema", f"schema {schema.name}: {_one_line(e.message)}")
@@ -74,129 +83,21 @@ def evaluate(
 
 
 def _misnamed(path: str) -> Rejected | None:
-    """A file name that is not UTF-8 cannot be a key (Valkey readers get text paths).
+    """A name that is not UTF-8 text without control characters cannot be a key.
 
-    The rejection names the path with the bad bytes escaped (`\\xff`), so reports stay printable.
+    The rejection keeps the real path (the reader and the writer match results by it); reports
+    print it with `tree.shown`, which escapes what does not print.
     """
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        return Rejected(shown, "encoding", "file name is not valid UTF-8")
-    return None
-
-
-def parse_strict(data: bytes, limits: Limits) -> Any:
-    """Parse JSON refusing what a lenient parser lets through; raise _Invalid with a reason.
-
-    The fast path is orjson (strict UTF-8, no NaN, no BOM) plus a proof that no object key is
-    repeated, which orjson would silently collapse. When the bytes hold no escaped quote, every
-    `"` delimits a string, so splitting on it leaves the text outside strings at even places;
-    there each `:` separates one key from its value. Counted the same way in orjson's compact
-    output, they are the keys it kept: equal counts mean no key was repeated. Errors and
-    escaped quotes (in the input or, from a \\u0022, the output) take the exact slow path.
-    """
-    if data and len(data) <= limits.max_size and b'\\"' not in data:
-        try:
-            document = orjson.loads(data)
-            output = orjson.dumps(document)
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-            pass  # the slow path says precisely what is wrong
-        else:
-            outside = _outside_strings(data)
-            if (
-                b'\\"' not in output
-                and outside.count(b":") == _outside_strings(output).count(b":")
-                and _depth_within(outside, limits.max_depth)
-            ):
-                return document
-    return _parse_exact(data, limits)
-
-
-def _outside_strings(data: bytes) -> bytes:
-    """The JSON text between its strings (valid only when no quote is escaped)."""
-    return b"".join(data.split(b'"')[0::2])
-
-
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
-_INNERMOST = re.compile(rb"\{\}|\[\]")
-
-
-def _depth_within(outside: bytes, limit: int) -> bool:
-    """Is the nesting of these structural brackets at most `limit`? Each pass strips the
-    innermost pairs, so the passes needed to empty the string are the depth."""
-    brackets = outside.translate(None, _NOT_BRACKETS)
-    if len(brackets) // 2 <= limit:
-        return True
-    for _ in range(limit):
-        brackets = _INNERMOST.sub(b"", brackets)
-        if not brackets:
-            return True
-    return False
-
-
-def _parse_exact(data: bytes, limits: Limits) -> Any:
-    """The stdlib parser with hooks: slower, but names every problem exactly."""
-    if not data:
-        raise _Invalid("empty", "empty file")
-    if len(data) > limits.max_size:
-        raise _Invalid("too_large", f"{len(data)} bytes is over the {limits.max_size}-byte limit")
-    if data.startswith(codecs.BOM_UTF8):
-        raise _Invalid("encoding", "starts with a UTF-8 byte order mark")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _Invalid("encoding", f"not UTF-8: invalid byte at offset {e.start}") from None
-    try:
-        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except json.JSONDecodeError as e:
-        raise _Invalid(
-            "syntax", f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
-    except RecursionError:
-        raise _Invalid("depth", f"nesting deeper than {limits.max_depth}") from None
-    # Counting brackets is C-speed and bounds the depth; walk only when it might be exceeded.
-    if (
-        data.count(b"[") + data.count(b"{") > limits.max_depth
-        and _depth(document) > limits.max_depth
-    ):
-        raise _Invalid("depth", f"nesting deeper than {limits.max_depth}")
-    return document
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _Invalid("duplicate_key", f"duplicate object key {key!r}")
-            seen.add(key)
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise _Invalid("non_finite", f"{name} is not valid JSON")
-
-
-def _depth(document: Any) -> int:
-    deepest = 0
-    stack = [(document, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            node = node.values()
-        elif not isinstance(node, list):
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in node)
-    return deepest
+    problem = name_problem(path)
+    return Rejected(path, "encoding", problem) if problem else None
 
 
 def fingerprint(registry: Registry, limits: Limits) -> str:
     """What a verdict depends on besides the bytes; equal fingerprints give equal verdicts."""
     digest = hashlib.sha256(registry.fingerprint().encode())
     digest.update(f"{limits.max_size}:{limits.max_depth}".encode())
+    if limits.max_values != MAX_VALUES:  # the default leaves fingerprints as they were
+        digest.update(f":{limits.max_values}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -223,17 +124,22 @@ def inspect(
         return replace(misnamed, seq=seq)
     full = os.path.join(root, path)
     try:
-        st = _stat(root, full, limits)
-        if expect is not None and expect[1] and expect[1] == signature(st):
+        if (
+            expect is not None
+            and expect[1]
+            and expect[1] == signature(_stat(root, full, limits)[0])
+        ):
             return Unchanged(path, expect[0], seq)
-        data, sig, mtime_ns = _read(full, limits)
+        data, sig, mtime_ns = _read_settled(root, full, limits)
     except FileNotFoundError:
         return Missing(path, seq)
-    except _Invalid as e:
+    except Invalid as e:
         return Rejected(path, e.code, e.reason, seq)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return Missing(path, seq)
+        if e.errno == errno.ELOOP:
+            return Rejected(path, "unreadable", "symlink loop (too many levels of links)", seq)
         return Rejected(path, "unreadable", f"cannot read: {e.strerror or e}", seq)
     if expect is not None and hashlib.sha256(data).hexdigest() == expect[0]:
         return Unchanged(path, expect[0], seq)
@@ -263,57 +169,123 @@ def unchanged_on_disk(root: str, path: str, stored: Stored, limits: Limits) -> b
     if not stored[1]:
         return False
     try:
-        return signature(_stat(root, os.path.join(root, path), limits)) == stored[1]
-    except (OSError, _Invalid, ValueError):
+        return signature(_stat(root, os.path.join(root, path), limits)[0]) == stored[1]
+    except (OSError, Invalid, ValueError):
         return False
 
 
-def _stat(root: str, full: str, limits: Limits) -> os.stat_result:
-    """The file's status, following a symlink only when it stays inside the root."""
+def _read_settled(root: str, full: str, limits: Limits) -> tuple[bytes, str, int]:
+    """The bytes of one state of the file, its signature to store ('' when it changed too
+    recently to be vouched for), and its mtime. A file that grew, shrank, was replaced or
+    was rewritten while it was read (its size, inode or times moved) is read again.
+
+    One limit: a same-size rewrite in place within one tick of the file-time clock cannot be
+    told from the file's metadata (README, Security). The daemon reads again at its close.
+    """
+    for _ in range(READ_TRIES):
+        started = time.time_ns()
+        read = _read(root, full, limits)
+        if read is not None:
+            data, before, after = read
+            if len(data) == before.st_size and _same(before, after):
+                racy = after.st_ctime_ns > started - RACY_NS
+                return data, "" if racy else signature(after), after.st_mtime_ns
+    raise Invalid("changing", f"kept changing while being read ({READ_TRIES} reads)")
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+    )
+
+
+def _stat(root: str, full: str, limits: Limits) -> tuple[os.stat_result, bool]:
+    """The file's status (following a symlink only when it stays inside the root), and
+    whether the path is a symlink; raises Invalid for anything that is not an asset file."""
     st = os.lstat(full)
-    if stat.S_ISLNK(st.st_mode):
-        target = os.path.realpath(full)
-        if not inside(os.path.realpath(root), target):
-            raise _Invalid("symlink_outside", "symlink points outside the root")
+    link = stat.S_ISLNK(st.st_mode)
+    if link:
+        if not _inside_root(root, os.path.realpath(full)):
+            raise Invalid("symlink_outside", "symlink points outside the root")
         st = os.stat(full)
-    _check_regular(st, limits)
-    return st
+    _check_file(st, limits)
+    return st, link
 
 
-def _read(full: str, limits: Limits) -> tuple[bytes, str, int]:
-    """The bytes, the signature to store ('' when the file changed while being read or too
-    recently to be vouched for), and the mtime."""
-    started = time.time_ns()
+def _read(
+    root: str, full: str, limits: Limits
+) -> tuple[bytes, os.stat_result, os.stat_result] | None:
+    """Read `full` if it is a regular file inside the root; None if it was swapped meanwhile.
+
+    What it is, is decided from lstat/stat before any open, so a FIFO, device or socket, a
+    symlink out or a file over the size limit is never opened. The kernel's name for what was
+    opened is checked before reading: a directory on the path swapped for a symlink out after
+    the walk listed it leads nowhere either.
+    """
+    _, link = _stat(root, full, limits)
     # O_NONBLOCK: if a FIFO is swapped in between stat and open, open must not hang.
-    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        st = os.fstat(fd)
-        _check_regular(st, limits)
-        chunks = []
-        remaining = limits.max_size + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
+        fd = os.open(full, flags if link else flags | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not link:
+            return None  # became a symlink since the lstat: look again
+        raise
+    try:
+        _check_opened_inside(root, fd)
+        before = os.fstat(fd)
+        _check_file(before, limits)
+        data = _read_fd(fd, limits.max_size)
         after = os.fstat(fd)
     finally:
         os.close(fd)
+    return data, before, after
+
+
+def _read_fd(fd: int, max_size: int) -> bytes:
+    chunks = []
+    remaining = max_size + 1
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
     data = b"".join(chunks)
-    if len(data) > limits.max_size:
-        raise _Invalid("too_large", f"over the {limits.max_size}-byte limit")
-    sig = signature(st)
-    if sig != signature(after) or st.st_ctime_ns > started - RACY_NS:
-        sig = ""
-    return data, sig, st.st_mtime_ns
+    if len(data) > max_size:
+        raise Invalid("too_large", f"over the {max_size}-byte limit")
+    return data
 
 
-def _check_regular(st: os.stat_result, limits: Limits) -> None:
+def _inside_root(root: str, target: str) -> bool:
+    """Is the resolved `target` in the root? The root as named first (no system call), then
+    resolved (a root that is itself a symlink, `/srv/assets -> releases/7`)."""
+    return inside(os.path.abspath(root), target) or inside(os.path.realpath(root), target)
+
+
+def _check_opened_inside(root: str, fd: int) -> None:
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as e:
+        raise Invalid("unreadable", f"cannot tell where the file is: {e.strerror}") from None
+    if not _inside_root(root, where):
+        raise Invalid(
+            "symlink_outside", "path leads outside the root (a directory on it is a symlink out)"
+        )
+
+
+def _check_file(st: os.stat_result, limits: Limits) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise _Invalid("not_regular", f"not a regular file ({_kind(st.st_mode)})")
+        raise Invalid("not_regular", f"not a regular file ({_kind(st.st_mode)})")
     if st.st_size > limits.max_size:
-        raise _Invalid("too_large", f"{st.st_size} bytes is over the {limits.max_size}-byte limit")
+        raise Invalid("too_large", f"{st.st_size} bytes is over the {limits.max_size}-byte limit")
+    if st.st_nlink > 1 and not limits.hard_links:
+        raise Invalid(
+            "hard_link", f"has {st.st_nlink} hard links and fs.protected_hardlinks is off"
+        )
 
 
 def _kind(mode: int) -> str:
@@ -334,4 +306,5 @@ def _name(function: Any) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """One printable line: a key or a validator's text with a control character is escaped."""
+    return shown(" ".join(str(text).split()))

@@ -20,6 +20,7 @@ from .keyspace import Keyspace, Manifest
 from .lease import Lease
 from .messages import Accepted, Item, Plan, Rejected, SyncPoint, Unchanged
 from .store import open_store
+from .tree import shown
 
 log = logging.getLogger("assetmgr.writer")
 
@@ -37,7 +38,7 @@ def log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str], bulk: bool
         ("deleted", plan.deleted),
     ):
         for path in paths:
-            extra: dict[str, object] = {"path": path, "outcome": outcome}
+            extra: dict[str, object] = {"path": shown(path), "outcome": outcome}
             if path in plan.took_ms:
                 extra["ms"] = round(plan.took_ms[path], 1)
             log.log(level, outcome, extra=extra)
@@ -46,7 +47,7 @@ def log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str], bulk: bool
         log.log(
             logging.DEBUG if again else logging.WARNING,
             "rejected",
-            extra={"path": path, "outcome": "rejected", "reason": reason},
+            extra={"path": shown(path), "outcome": "rejected", "reason": reason},
         )
 
 
@@ -174,8 +175,15 @@ class Writer:
 
     @property
     def rejected(self) -> dict[str, str]:
-        """A copy of path -> reason for the files that are invalid on disk now."""
-        return dict(self._rejected)
+        """Path (printable, see `tree.shown`) -> reason for the files invalid on disk now."""
+        return {shown(path): reason for path, reason in self._rejected.items()}
+
+    def forget_rejected(self, sync: SyncPoint) -> None:
+        """A full scan did not see these rejected paths: they are no longer on disk (their
+        delete event was lost, or it was a directory, which has no delete to send)."""
+        for path in [p for p in self._rejected if p not in sync.paths]:
+            if self.applied.get(path, 0) < sync.started:
+                del self._rejected[path]
 
     def observe(self, items: Iterable[Item]) -> bool:
         """A standby's view of the disk: record rejections, write nothing. True when a write

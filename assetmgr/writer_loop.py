@@ -203,6 +203,7 @@ class WriterLoop:
             if pruned.refused:
                 log.error("prune refused: %s", pruned.refused)
             self._record(pruned)
+            self.writer.forget_rejected(sync)
             self.live.intersection_update(sync.paths)
             self.writer.mark_synced()
             self.synced_run_id = self.writer.run_id()

@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import converge, disk_assets, manifests, stored, subscribe, wait_for
+import pytest
+
+from conftest import EXAMPLES, converge, disk_assets, manifests, stored, subscribe, wait_for
 
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 
@@ -204,3 +208,63 @@ def test_kill_9_of_a_worker_and_of_the_reader_while_changes_flow(valkey, root, s
     assert "worker died" in log and "reader died" in log
     status = json.loads(daemon.get("/status")[1])
     assert status["restarts"] >= 1
+
+
+# -- clear alarms: the reason the root cannot be trusted, the same in /readyz and the log --------
+
+
+def alarm_for(root: Path, case: str) -> str:
+    reason = {
+        "empty": f"root {root} is empty (unmounted?)",
+        "missing": f"root {root} does not exist",
+        "file": f"root {root} is not a directory",
+    }[case]
+    return f"{reason}; keeping every key until it is back"
+
+
+def readyz_says(daemon, alarm: str) -> bool:
+    return daemon.get("/readyz") == (503, (alarm + "\n").encode())
+
+
+def logged_alarm(daemon, alarm: str) -> bool:
+    return any(line.endswith(alarm) or f" {alarm} " in line for line in daemon.log().splitlines())
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "file"])
+def test_a_root_that_cannot_be_trusted_at_start_is_named_as_it_is(
+    valkey, tmp_path, start_daemon, case
+):
+    root = tmp_path / "assets"
+    if case == "empty":
+        root.mkdir()
+    elif case == "file":
+        root.write_text("not a directory")
+    alarm = alarm_for(root, case)
+    daemon = start_daemon(root, ready=False)
+    wait_for(lambda: readyz_says(daemon, alarm), what=f"/readyz: {alarm}")
+    assert logged_alarm(daemon, alarm), daemon.log()
+    assert "gone" not in daemon.log()
+
+    if case == "file":
+        root.unlink()
+    shutil.copytree(EXAMPLES, root, dirs_exist_ok=True)
+    daemon.wait_ready()
+    converge(valkey.client(), lambda: disk_assets(root), what="the tree once it is there")
+
+
+def test_a_root_emptied_while_running_keeps_every_key_and_says_empty(valkey, root, start_daemon):
+    # An NFS or bind mount that goes away leaves the empty mount point: not "gone", "empty".
+    client = valkey.client()
+    daemon = start_daemon(root)
+    before = stored(client)
+    for entry in root.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    alarm = alarm_for(root, "empty")
+    wait_for(lambda: readyz_says(daemon, alarm), what=f"/readyz: {alarm}")
+    assert logged_alarm(daemon, alarm), daemon.log()
+    time.sleep(1.0)  # longer than the delete hold and the root poll: nothing may be deleted
+    assert stored(client) == before
+
+    shutil.copytree(EXAMPLES, root, dirs_exist_ok=True)
+    wait_for(lambda: daemon.get("/readyz")[0] == 200, what="ready again")
+    converge(client, lambda: disk_assets(root), what="the refilled tree")

@@ -212,7 +212,7 @@ def test_root_renamed_away_and_replaced_by_another_directory(valkey, root, tmp_p
     held = stored(client)
     assert "routes/api.json" not in held
     assert b'"1.5.0"' in held["weights/cost.json"]
-    assert logged(daemon, "root", "gone"), "no alarm for the lost root"
+    assert logged(daemon, "root", "keeping every key"), "no alarm for the lost root"
 
     # The new root is watched, not the old one that moved away.
     (tmp_path / "assets.old" / "settings.json").write_bytes(document(old=True))
@@ -227,7 +227,10 @@ def test_root_removed_keeps_keys_then_recreated_reconciles(valkey, root, tmp_pat
     before = stored(client)
 
     run("rm", "-rf", root)
-    wait_for(lambda: logged(daemon, "root", "gone"), what="root-lost alarm in the log")
+    wait_for(
+        lambda: logged(daemon, f"root {root} does not exist; keeping every key"),
+        what="root-lost alarm in the log",
+    )
     time.sleep(1.0)  # longer than the delete hold and the root poll: nothing may be deleted
     assert stored(client) == before
 

@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from assetmgr.worker import Limits, _Invalid, _parse_exact, parse_strict
+from assetmgr.jsonparse import Invalid, parse_exact, parse_strict
+from assetmgr.worker import Limits
 
 PIECES = [
     *('"a"', '"b"', '"k:v"', '":"', '"\\""', '"\\\\"', '"\\u0022"', '"\\u0022:"'),
@@ -32,7 +33,7 @@ def _random_doc(rng: random.Random, depth: int = 0) -> str:
 def _outcome(parse, data: bytes, limits: Limits):
     try:
         return ("ok", json.dumps(parse(data, limits), sort_keys=True))
-    except _Invalid as e:
+    except Invalid as e:
         return (e.code, None)
 
 
@@ -42,4 +43,4 @@ def test_fast_and_exact_paths_agree(seed):
     limits = Limits(max_depth=4)
     for _ in range(2000):
         data = _random_doc(rng).encode()
-        assert _outcome(parse_strict, data, limits) == _outcome(_parse_exact, data, limits), data
+        assert _outcome(parse_strict, data, limits) == _outcome(parse_exact, data, limits), data

@@ -181,6 +181,15 @@ BROKEN = {
     "not an object": ("[]", "not a JSON object"),
     "invalid schema": ({"type": 12}, "kind.schema.json"),
     "dangling ref": ({"$ref": "missing.schema.json"}, "missing.schema.json"),
+    # Found by tests/test_fuzz_loading.py: the compiler's own TypeError / AttributeError
+    # escaped load, and a cycle that consumes nothing loaded, then rejected every asset.
+    "null properties": ({"properties": None}, "kind.schema.json"),
+    "null pattern": ({"pattern": None}, "kind.schema.json"),
+    "items a number": ({"items": 5}, "kind.schema.json"),
+    "self reference": ({"$ref": "#"}, "$ref cycle"),
+    "two-file cycle": ({"allOf": [{"$ref": "kind.schema.json"}]}, "$ref cycle"),
+    "ref with a NUL": ({"$ref": "a\u0000b.schema.json"}, "kind.schema.json"),
+    "ref with a newline": ({"$ref": "x\n.schema.json"}, "No such file"),
 }
 
 
@@ -190,6 +199,16 @@ def test_a_schema_that_does_not_load_is_a_configuration_error(tmp_path, doc, fra
     with pytest.raises(SchemaError) as caught:
         schemas.load(directory)
     assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_recursive_schema_that_consumes_the_document_still_loads(tmp_path):
+    tree = {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}}
+    directory = write_schemas(tmp_path / "s", {"_default.schema.json": tree})
+    registry = schemas.load(directory)
+    good = b'{"children": [{"children": []}, {}]}'
+    assert isinstance(evaluate("x.json", good, registry, Limits()), Accepted)
+    bad = evaluate("x.json", b'{"children": [{"children": 1}]}', registry, Limits())
+    assert isinstance(bad, Rejected) and bad.code == "schema", bad
 
 
 def test_missing_or_empty_schemas_directory_is_a_configuration_error(tmp_path):

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import zstandard
+from fsprobe import touches
 
 from assetmgr import schemas
 from assetmgr.messages import Accepted, Missing, Rejected
+from assetmgr.tree import shown
 from assetmgr.worker import Limits, evaluate, inspect, parse_strict
 from conftest import EXAMPLES, REPO, SCHEMAS, disk_assets, sha256
 
@@ -66,6 +70,15 @@ BAD = [
     ("10,000 deep objects", deep_objects(10_000), "depth", ["nesting deeper than 64"]),
     ("one over max depth", nested(65), "depth", ["nesting deeper than 64"]),
     ("not an object", b"[1, 2]", "schema", ["_default.schema.json", "must be object"]),
+    # Valid JSON grammar that a double cannot hold: orjson (the shipped client) and JavaScript
+    # read infinity or fail, so such an asset would break its consumers.
+    ("1e400", b'{"a": 1e400}', "non_finite", ["1e400", "out of range"]),
+    ("-1e400 in a list", b'{"a": [1, -1e400]}', "non_finite", ["-1e400"]),
+    ("400-digit integer", b'{"a": 1' + b"0" * 399 + b"}", "non_finite", ["400 digits"]),
+    ("10^100000", b'{"a": 1' + b"0" * 100_000 + b"}", "non_finite", ["100001 digits"]),
+    ("long float", b'{"a": 1' + b"0" * 400 + b".5}", "non_finite", ["(403 characters)"]),
+    ("lone surrogate", b'{"a": "x\\ud800y"}', "encoding", ["surrogate"]),
+    ("lone surrogate key", b'{"\\udfff": 1}', "encoding", ["surrogate"]),
 ]
 
 
@@ -86,6 +99,28 @@ def test_nesting_past_the_interpreter_recursion_limit_is_a_rejection_not_a_crash
         assert_rejected(verdict, "settings.json", "depth", "nesting deeper than")
 
 
+def test_numbers_at_the_edge_of_a_double_and_of_64_bits_are_accepted_exactly(registry):
+    # The largest finite double, a surrogate pair and integers orjson reads as floats: all
+    # valid, and the document is the exact one (an integer stays an integer).
+    big = 2**64
+    data = (
+        f'{{"max": 1.7976931348623157e308, "big": {big}, "neg": {-(2**63) - 1}, '
+        f'"int309": {2**1023}, "pair": "\\ud83d\\ude00"}}'
+    ).encode()
+    verdict = evaluate("settings.json", data, registry, LIMITS)
+    assert isinstance(verdict, Accepted), verdict
+    document = parse_strict(data, LIMITS)
+    assert document["big"] == big and isinstance(document["big"], int)
+    assert document["int309"] == 2**1023 and document["pair"] == "\U0001f600"
+
+
+def test_nesting_reason_never_claims_more_than_the_parser_can_check(registry):
+    limits = Limits(max_depth=1_000_000, max_values=10_000_000)
+    verdict = evaluate("settings.json", nested(1_000_000), registry, limits)
+    reason = assert_rejected(verdict, "settings.json", "depth").reason
+    assert reason == f"nesting deeper than {sys.getrecursionlimit()}"
+
+
 def test_depth_limit_is_exact(registry):
     limits = Limits(max_depth=5)
     assert isinstance(evaluate("settings.json", nested(5), registry, limits), Accepted)
@@ -95,6 +130,18 @@ def test_depth_limit_is_exact(registry):
     # Brackets inside strings are text, not nesting.
     text = b'{"a": "' + b"[[[[[[[[[[{{{{{{{{" + b'"}'
     assert isinstance(evaluate("settings.json", text, registry, limits), Accepted)
+
+
+def test_value_count_limit_bounds_the_parse_before_it_starts(registry):
+    limits = Limits(max_values=1000)
+
+    def values(n: int) -> bytes:  # `{`, `:`, `[` and n - 3 commas
+        return b'{"a": [' + b",".join([b"0"] * (n - 2)) + b"]}"
+
+    assert isinstance(evaluate("x.json", values(1000), registry, limits), Accepted)
+    for data in (values(1001), b'{"a": "' + b"," * 2000 + b'"}'):
+        verdict = evaluate("settings.json", data, registry, limits)
+        assert_rejected(verdict, "settings.json", "too_large", "more than 1000 JSON values")
 
 
 def test_size_limit_is_exact(registry):
@@ -183,8 +230,31 @@ def test_parse_strict_returns_the_document_and_raises_with_a_code():
 def test_file_name_that_is_not_utf8_is_rejected_printably(registry):
     path = os.fsdecode(b"weights/caf\xe9.json")
     verdict = evaluate(path, COST, registry, LIMITS)
-    assert_rejected(verdict, "weights/caf\\xe9.json", "encoding", "file name is not valid UTF-8")
-    verdict.path.encode("utf-8")  # printable, and fit for a JSON report
+    # The real path, so the reader and the writer can match it; printed escaped.
+    assert_rejected(verdict, path, "encoding", "file name is not valid UTF-8")
+    assert shown(verdict.path) == "weights/caf\\xe9.json"
+    shown(verdict.path).encode("utf-8")  # printable, and fit for a JSON report
+
+
+@pytest.mark.parametrize(
+    ("path", "printed"),
+    [
+        ("new\nline.json", "new\\nline.json"),
+        ("tab\there.json", "tab\\there.json"),
+        ("esc\x1b[31m.json", "esc\\x1b[31m.json"),
+        ("nel\x85.json", "nel\\x85.json"),
+    ],
+)
+def test_file_name_with_a_control_character_is_rejected_printably(registry, path, printed):
+    verdict = evaluate(path, b"{}", registry, LIMITS)
+    assert_rejected(verdict, path, "encoding", "file name has a control character")
+    assert shown(path) == printed
+
+
+def test_printable_names_are_shown_as_they_are():
+    for path in ("weights/cost.json", "über/ß.json", "a b/c.json", "x" * 255 + ".json"):
+        assert shown(path) == path
+    assert shown("line\u2028sep.json") == "line\\u2028sep.json"  # a line break to some viewers
 
 
 # inspect: the one careful read from disk.
@@ -275,4 +345,118 @@ def test_inspect_rejects_a_non_utf8_file_name_before_reading(registry, tmp_path)
     raw = os.fsdecode(b"caf\xe9.json")
     Path(tmp_path, raw).write_bytes(b"{}")
     verdict = inspect(str(tmp_path), raw, registry, LIMITS)
-    assert_rejected(verdict, "caf\\xe9.json", "encoding", "file name")
+    assert_rejected(verdict, raw, "encoding", "file name")
+
+
+# inspect against a hostile tree: nothing outside the root is read, nothing torn is returned.
+
+
+def test_a_directory_on_the_path_that_leads_out_is_caught_before_any_read(registry, tmp_path):
+    # The walk saw a real `settings/` directory; by the time the worker reads, it is a
+    # symlink out (a tree writer racing the daemon). The lstat of the file itself looks fine.
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "settings").mkdir(parents=True)
+    outside.mkdir()
+    secret = outside / "app.json"
+    secret.write_bytes(b'{"token": "s3cret"}')
+    (root / "settings").rmdir()
+    (root / "settings").symlink_to(outside)
+    with touches(secret) as seen:
+        verdict = inspect(str(root), "settings/app.json", registry, LIMITS)
+    assert_rejected(verdict, "settings/app.json", "symlink_outside", "outside the root")
+    assert not seen.read
+
+
+def test_a_symlink_out_is_rejected_without_being_opened(registry, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    secret = tmp_path / "secret.json"
+    secret.write_bytes(b'{"token": "s3cret"}')
+    (root / "secret.json").symlink_to(secret)
+    (root / "shadow.json").symlink_to("/etc/shadow")
+    with touches(secret) as seen:
+        for name in ("secret.json", "shadow.json"):
+            verdict = inspect(str(root), name, registry, LIMITS)
+            assert_rejected(verdict, name, "symlink_outside", "symlink points outside the root")
+    assert not seen.opened and not seen.read
+
+
+def test_a_root_that_is_itself_a_symlink_is_the_root(registry, tmp_path):
+    (tmp_path / "releases" / "7").mkdir(parents=True)
+    (tmp_path / "releases" / "7" / "app.json").write_bytes(b"{}")
+    (tmp_path / "current").symlink_to("releases/7")
+    verdict = inspect(str(tmp_path / "current"), "app.json", registry, LIMITS)
+    assert isinstance(verdict, Accepted), verdict
+
+
+def test_symlink_loops_are_rejected_as_loops(registry, tmp_path):
+    (tmp_path / "self.json").symlink_to("self.json")
+    (tmp_path / "a.json").symlink_to("b.json")
+    (tmp_path / "b.json").symlink_to("a.json")
+    for name in ("self.json", "a.json"):
+        verdict = inspect(str(tmp_path), name, registry, LIMITS)
+        assert_rejected(verdict, name, "unreadable", "symlink loop")
+
+
+def test_hard_links_follow_the_kernels_protected_hardlinks(registry, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(b'{"linked": true}')
+    root = tmp_path / "root"
+    root.mkdir()
+    os.link(outside, root / "linked.json")
+    allowed = inspect(str(root), "linked.json", registry, Limits(hard_links=True))
+    assert isinstance(allowed, Accepted), allowed
+    refused = inspect(str(root), "linked.json", registry, Limits(hard_links=False))
+    assert_rejected(refused, "linked.json", "hard_link", "2 hard links", "protected_hardlinks")
+    # The default is what the kernel says.
+    protected = Path("/proc/sys/fs/protected_hardlinks").read_text().strip() != "0"
+    assert Limits().hard_links is protected
+
+
+@pytest.mark.timeout(60)
+def test_a_file_that_grows_and_shrinks_while_read_is_never_returned_torn(registry, tmp_path):
+    # A log-style writer: truncate, append the new version in pieces, cut it back (shrink)
+    # halfway, append the rest. Every state of the file is a prefix of one version, so a read
+    # gets a whole version, or is caught changing, or sees an incomplete file (invalid JSON);
+    # a torn read (pieces of two states) would be valid JSON matching neither.
+    versions = [b'{"v": "' + bytes([c]) * n + b'"}' for c, n in ((97, 3 << 20), (98, 5 << 20))]
+    hashes = {sha256(v) for v in versions}
+    target = tmp_path / "big.json"
+    target.write_bytes(versions[0])
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        with open(target, "r+b", buffering=0) as f:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                data, at, shrunk = versions[i % 2], 0, False
+                f.truncate(0)
+                f.seek(0)
+                while at < len(data):
+                    f.write(data[at : at + (1 << 18)])
+                    at += 1 << 18
+                    if at >= 1 << 20 and not shrunk:
+                        at, shrunk = 1 << 19, True
+                        f.truncate(at)
+                        f.seek(at)
+                stop.wait(0.002)
+
+    writer = threading.Thread(target=rewrite, daemon=True)
+    writer.start()
+    outcomes: dict[str, int] = {}
+    try:
+        for _ in range(150):
+            verdict = inspect(str(tmp_path), "big.json", registry, LIMITS)
+            if isinstance(verdict, Accepted):
+                assert verdict.hash in hashes, "a torn read was accepted"
+                assert verdict.size in {len(v) for v in versions}
+            else:
+                assert isinstance(verdict, Rejected), verdict
+                assert verdict.code in ("changing", "syntax", "empty"), verdict
+            kind = type(verdict).__name__
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+    finally:
+        stop.set()
+        writer.join(10)
+    assert outcomes.get("Accepted", 0) + outcomes.get("Rejected", 0) == 150, outcomes
