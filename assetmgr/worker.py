@@ -124,11 +124,7 @@ def inspect(
         return replace(misnamed, seq=seq)
     full = os.path.join(root, path)
     try:
-        if (
-            expect is not None
-            and expect[1]
-            and expect[1] == signature(_stat(root, full, limits)[0])
-        ):
+        if expect is not None and unchanged_on_disk(root, path, expect, limits):
             return Unchanged(path, expect[0], seq)
         data, sig, mtime_ns = _read_settled(root, full, limits)
     except FileNotFoundError:
