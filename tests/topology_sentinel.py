@@ -132,7 +132,7 @@ def _sentinel_conf(primary: int, replica: int, me: int, ids: dict[int, str]) -> 
         f"sentinel myid {ids[me]}",
         f"sentinel monitor {MASTER} 127.0.0.1 {primary} {QUORUM}",
         f"sentinel down-after-milliseconds {MASTER} {NODE_TIMEOUT_MS}",
-        f"sentinel failover-timeout {MASTER} 2000",
+        f"sentinel failover-timeout {MASTER} 10000",  # short ones abort under a busy host
         f"sentinel parallel-syncs {MASTER} 1",
         f"sentinel known-replica {MASTER} 127.0.0.1 {replica}",
     ]
