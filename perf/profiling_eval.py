@@ -26,7 +26,7 @@ import corpus
 import orjson
 import zstandard
 
-from assetmgr import schemas, worker
+from assetmgr import jsonparse, schemas, worker
 
 
 def best_ms(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
@@ -59,17 +59,17 @@ def stages(root: Path, rel: str, registry: schemas.Registry, repeat: int) -> dic
     compressor = zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
     document = orjson.loads(data)
     output = orjson.dumps(document)
-    outside = worker._outside_strings(data)
+    outside = jsonparse._outside_strings(data)
     accepted = worker.evaluate(rel, data, registry, limits, compressor)
     out: dict[str, Any] = {"bytes": len(data), "escaped_quote": b'\\"' in data}
     steps: dict[str, Callable[[], Any]] = {
-        "read": lambda: worker._read(str(root), full, limits),
+        "read": lambda: worker._read_settled(str(root), full, limits),
         "orjson_loads": lambda: orjson.loads(data),
         "orjson_dumps_again": lambda: orjson.dumps(document),
-        "dup_key_scan_input": lambda: worker._outside_strings(data).count(b":"),
-        "dup_key_scan_output": lambda: worker._outside_strings(output).count(b":"),
-        "depth_check": lambda: worker._depth_within(outside, limits.max_depth),
-        "parse_strict_total": lambda: worker.parse_strict(data, limits),
+        "dup_key_scan_input": lambda: jsonparse._outside_strings(data).count(b":"),
+        "dup_key_scan_output": lambda: jsonparse._outside_strings(output).count(b":"),
+        "depth_check": lambda: jsonparse._depth_within(outside, limits.max_depth),
+        "parse_strict_total": lambda: jsonparse.parse_strict(data, limits),
         "schema_check": lambda: schema.check(document),
         "zstd_level3": lambda: compressor.compress(data),
         "sha256": lambda: hashlib.sha256(data).hexdigest(),
@@ -79,7 +79,7 @@ def stages(root: Path, rel: str, registry: schemas.Registry, repeat: int) -> dic
         ),
         "inspect_total": lambda: worker.inspect(str(root), rel, registry, limits, compressor),
         "pickle_result": lambda: pickle.loads(pickle.dumps(accepted)),
-        "exact_parser": lambda: worker._parse_exact(data, limits),
+        "exact_parser": lambda: jsonparse.parse_exact(data, limits),
     }
     out["ms"] = {name: best_ms(fn, repeat) for name, fn in steps.items()}
     out["blob_ratio"] = len(compressor.compress(data)) / len(data)
