@@ -138,7 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "serial: changes machine-wide state (the inotify watch limit) or measures speed; "
+        "serial: changes machine-wide state (the inotify watch limit) or measures memory; "
         "`make test` runs these alone, after the parallel part",
     )
 

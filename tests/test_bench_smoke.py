@@ -10,9 +10,6 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.serial  # see the marker in conftest.py
-
-
 SECTIONS = {"cold", "rehydrate", "latency", "burst", "memory", "scaling"}
 
 

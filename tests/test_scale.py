@@ -5,14 +5,10 @@ import pty
 import subprocess
 import sys
 
-import pytest
-
 from conftest import REPO, manifests, sha256, stored
 
 sys.path.insert(0, str(REPO / "perf"))
 from corpus import Shape, generate
-
-pytestmark = pytest.mark.serial  # see the marker in conftest.py
 
 
 def test_twenty_thousand_files_every_key_right(valkey, tmp_path):
