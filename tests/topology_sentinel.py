@@ -15,12 +15,14 @@ MASTER = "mymaster"
 QUORUM = 2
 # Sentinel's own clocks, shortened so that a failover and the reconfiguration of a restarted
 # node take a second or two, not the default ten; TILT (entered when the timer stalls, as on a
-# busy 2-core machine) then lasts one second instead of thirty.
+# busy 2-core machine) then lasts one second instead of thirty. Hello messages (publish-period)
+# stay at a second: a sentinel converts a primary it has not yet heard was promoted back into a
+# replica after four of its periods, and 4 x 200 ms was less than a busy host's hello delay.
 DEBUG_PERIODS = {
     "info-period": 200,
     "ping-period": 200,
     "ask-period": 200,
-    "publish-period": 200,
+    "publish-period": 1000,
     "tilt-period": 1000,
     "election-timeout": 1000,
     "slave-reconf-timeout": 1000,
