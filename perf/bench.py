@@ -1,6 +1,6 @@
 """The assetmgr benchmark suite (issues 6 and 11, DESIGN §7): `make bench`, or
 
-    .venv/bin/python perf/bench.py [--sections cold,rehydrate,latency,burst,memory,scaling]
+    .venv/bin/python perf/bench.py [--sections cold,rehydrate,latency,burst,memory,scaling,cluster]
                                    [--repeat 3] [--quick | --smoke] [--out perf/results]
                                    [--corpus-dir DIR] [--shape realistic|trial]
 
@@ -42,6 +42,7 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "burst": daemon_sections.burst,
     "memory": daemon_sections.memory,
     "scaling": sections.scaling,
+    "cluster": sections.cluster,
 }
 FULL = Profile()
 QUICK = replace(
@@ -71,6 +72,8 @@ TARGETS = [
     ("memory", "edited_total_rss_mb", "<", 300, "all processes < 300 MB RSS (after edits)"),
     ("scaling", "ratio_rss_growth_late_vs_early", "<=", 1.25,
      "hydrate RSS per asset: largest step ≤ 1.25x first"),
+    ("cluster", "ratio_cluster_vs_standalone", ">=", 0.7,
+     "cold hydrate on a 3-primary cluster ≥ 0.7x standalone"),
 ]  # fmt: skip
 
 

@@ -102,10 +102,13 @@ class Context:
         """A corpus of the benchmark's shape (realistic, or --shape trial) with `files` files."""
         return self.corpus(self.shape(files))
 
-    def hydrate(self, tree: Corpus, *extra: str, sample_rss: bool = False) -> measure.CliRun:
+    def hydrate(
+        self, tree: Corpus, *extra: str, sample_rss: bool = False, url: str | None = None
+    ) -> measure.CliRun:
+        """The whole `hydrate` command on `tree`, against this context's Valkey or `url`."""
         root, schemas = str(tree.assets), str(tree.schemas)
-        return measure.run_cli("hydrate", "--root", root, "--schemas", schemas,
-                               "--valkey-url", self.url, *extra, sample_rss=sample_rss)  # fmt: skip
+        args = ["--root", root, "--schemas", schemas, "--valkey-url", url or self.url, *extra]
+        return measure.run_cli("hydrate", *args, sample_rss=sample_rss)
 
     def daemon(self, tree: Corpus, name: str) -> measure.Daemon:
         self._daemons += 1

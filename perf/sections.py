@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import baselines
@@ -152,3 +153,45 @@ def scaling(ctx: Context) -> dict[str, Any]:
     if len(steps) >= 2 and steps[0] > 0:  # > 1: RSS grows faster than linearly with the tree
         extra["ratio_rss_growth_late_vs_early"] = steps[-1] / steps[0]
     return result(load, figures, extra, cold_assets=len(tree.paths), peak_by_role_mb=roles)
+
+
+def cluster(ctx: Context) -> dict[str, Any]:
+    """Cold `hydrate` of the same tree on a 3-primary Valkey Cluster (default key layout: blob
+    and manifest in different slots, one pipeline per primary) and on the standalone server,
+    runs interleaved; the cluster's nodes are the tests' own (tests/topology_cluster.py)."""
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from topology import kill_all
+    from topology_cluster import start_cluster
+
+    load = os.getloadavg()[0]
+    tree = ctx.tree(ctx.profile.cold)
+    n, seen = len(tree.paths), {}
+    with tempfile.TemporaryDirectory(prefix="assetmgr-bench-cluster-") as scratch:
+        nodes = start_cluster(Path(scratch), primaries=3)
+        try:
+            url = f"{nodes.seed_url}?cluster=true"
+
+            def once() -> dict[str, float]:
+                ctx.flush()
+                single = ctx.hydrate(tree)
+                ctx.flush()
+                nodes.flushall()
+                sharded = ctx.hydrate(tree, url=url)
+                seen["cluster_added"] = sharded.counts.get("added", -1)
+                seen["standalone_added"] = single.counts.get("added", -1)
+                return {
+                    "standalone_s": single.seconds,
+                    "cluster_s": sharded.seconds,
+                    "standalone_per_s": rate(n, single.seconds),
+                    "cluster_per_s": rate(n, sharded.seconds),
+                    "ratio_cluster_vs_standalone": single.seconds / sharded.seconds,
+                }
+
+            figures = fig.repeated(ctx.repeat, once, "cluster")
+            seen["cluster_keys"] = sum(int(p.admin.dbsize()) for p in nodes.primaries())
+        finally:
+            kill_all(nodes.nodes)
+    return result(load, figures, {"assets": n, "primaries": 3, **seen})
