@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import inspect
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,7 @@ def _compile(
         refs = list(_refs(doc, base))
         for ref in refs:
             _confine(ref, root)
-        check = fastjsonschema.compile(_with_base(doc, base), handlers=handlers)
+        check = _compile_validator(_with_base(doc, base), handlers)
         _probe(check)
         targets = frozenset(Path(unquote(urlsplit(r).path)).name for r in refs) - {name}
     except Exception as e:  # also the compiler's own errors on a document it does not expect
@@ -143,6 +144,29 @@ def _compile(
     sid = doc["$id"] if isinstance(doc.get("$id"), str) else name
     digest = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return Schema(name, sid, check, digest, targets)
+
+
+# `"[{data_x}]".format(**locals())`: how fastjsonschema's generated code names the value it
+# passes to a `$ref`'s function, on every call, valid or not (a dict of all locals, then a
+# format). The same literal as an f-string names the same value at a fraction of the cost;
+# only literals whose every brace is a `{data…}` local are rewritten, so nothing else changes.
+_NAME_BY_LOCALS = re.compile(r'"((?:[^"\\{}]|\\.|\{data\w*\})*)"\.format\(\*\*locals\(\)\)')
+_ENTRY = re.compile(r"^def (\w+)\(", re.MULTILINE)
+
+
+def _compile_validator(
+    doc: dict[str, Any], handlers: dict[str, Callable[[str], Any]]
+) -> Callable[[Any], Any]:
+    """fastjsonschema's validator for `doc`, its names built as f-strings (_NAME_BY_LOCALS):
+    the same checks and the same error messages, without a locals() dict per `$ref` call in
+    a loop (a quarter of a small asset's validation time)."""
+    code = _NAME_BY_LOCALS.sub(r'f"\1"', fastjsonschema.compile_to_code(doc, handlers=handlers))
+    entry = _ENTRY.search(code)
+    if entry is None:
+        raise SchemaError("the compiler produced no validator function")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, f"<schema {doc.get('$id', '')}>", "exec"), namespace)
+    return namespace[entry.group(1)]
 
 
 def _probe(check: Callable[[Any], Any]) -> None:

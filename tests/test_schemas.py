@@ -7,8 +7,13 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import fastjsonschema
 import pytest
+from fuzzing import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assetmgr import schemas
 from assetmgr.messages import Accepted, Rejected
@@ -270,3 +275,64 @@ def test_cli_with_a_broken_schema_exits_2_with_one_line(tmp_path, root, doc, fra
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("assetmgr: configuration error: ")
     assert fragment in result.stderr
+
+
+# The compiled validator is fastjsonschema's code with its `$ref` names built as f-strings
+# (schemas._compile_validator): it must accept, reject and word its errors exactly as the
+# stock compiler does, names of array items and of keys inside loops included.
+NAMED_IN_LOOPS = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "definitions": {
+        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,7}$"},
+        "n": {"type": "number", "minimum": 0, "maximum": 100},
+        "row": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"$ref": "#/definitions/id"}, "n": {"$ref": "#/definitions/n"}},
+            "additionalProperties": {"$ref": "#/definitions/n"},
+        },
+    },
+    "type": "object",
+    "properties": {
+        "rows": {"type": "array", "items": {"$ref": "#/definitions/row"}},
+        "by_key": {
+            "type": "object",
+            "propertyNames": {"$ref": "#/definitions/id"},
+            "additionalProperties": {"type": "array", "items": {"$ref": "#/definitions/n"}},
+        },
+        "a{b}": {"$ref": "#/definitions/n"},
+    },
+}
+KEYS = st.sampled_from(["id", "n", "x", "Bad", "a{b}", "{data_x}", 'q"', "é", ""])
+LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-5, 200), st.floats(-5, 200), KEYS)
+VALUES = st.recursive(
+    LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+DOCUMENTS = st.dictionaries(st.sampled_from(["rows", "by_key", "a{b}", "other"]), VALUES)
+
+
+def _verdict(check: Any, doc: Any) -> tuple[str, ...]:
+    try:
+        check(doc)
+    except fastjsonschema.JsonSchemaValueException as e:
+        return ("invalid", e.message, str(e.name), str(e.rule))
+    except Exception as e:  # the stock code's own failure on an odd key must be matched too
+        return ("error", type(e).__name__)
+    return ("valid",)
+
+
+@settings(max_examples=examples(1))
+@given(DOCUMENTS | VALUES)
+def test_the_compiled_validator_judges_and_words_errors_as_the_stock_compiler(doc):
+    stock = fastjsonschema.compile(NAMED_IN_LOOPS)
+    ours = schemas._compile_validator(NAMED_IN_LOOPS, {})
+    assert _verdict(ours, doc) == _verdict(stock, doc)
+
+
+def test_the_compiled_validator_names_the_item_in_a_loop():
+    ours = schemas._compile_validator(NAMED_IN_LOOPS, {})
+    with pytest.raises(fastjsonschema.JsonSchemaValueException) as caught:
+        ours({"rows": [{"id": "a"}, {"id": "b", "extra": -1}]})
+    assert caught.value.message == "data.rows[1].extra must be bigger than or equal to 0"
