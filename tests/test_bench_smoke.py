@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 
-SECTIONS = {"cold", "rehydrate", "latency", "burst", "memory", "scaling"}
+SECTIONS = {"cold", "rehydrate", "latency", "burst", "memory", "scaling", "cluster"}
 
 
 def run_perf(script, *args):
@@ -49,6 +49,8 @@ def test_bench_smoke_writes_every_section(tmp_path):
     assert rehydrate["summary"]["unchanged"] == rehydrate["summary"]["valid_expected"]
     assert rehydrate["summary"]["asset_writes"] == 0
     assert report["sections"]["scaling"]["summary"]["workers_2_peak_rss_mb"] > 0
+    cluster = report["sections"]["cluster"]["summary"]  # the same tree, sharded: same verdicts
+    assert cluster["cluster_added"] == cluster["standalone_added"] == cold["hydrate_added"]
 
 
 @pytest.mark.timeout(300)
