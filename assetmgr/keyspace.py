@@ -21,6 +21,8 @@ CHANNEL = "asset_updates"
 # under this part.
 BOOKKEEPING = "assetmgr:"
 CODEC = "zstd"
+# Keys a SCAN step visits: few round trips (40,000 assets: 8 of them), each about a millisecond.
+SCAN_COUNT = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +71,11 @@ class Keyspace:
         """Paths of the keys of this layout only: `asset:blob:{P}` is never a plain asset's
         key (a path ends in `.json`, not `}`), so neither layout lists, nor prunes, the
         other's assets."""
-        paths = set()
-        for key in client.scan_iter(match=pattern, count=1000):
-            rest = key.decode()[len(self.prefix) + len(head) :]
-            if (rest.startswith("{") and rest.endswith("}")) == self.hashtag:
-                paths.add(self._unwrap(rest))
-        return paths
+        skip = len(self.prefix) + len(head)
+        rests = (key.decode()[skip:] for key in client.scan_iter(match=pattern, count=SCAN_COUNT))
+        if self.hashtag:
+            return {r[1:-1] for r in rests if r.startswith("{") and r.endswith("}")}
+        return {r for r in rests if not (r.startswith("{") and r.endswith("}"))}
 
     def path_of_blob(self, key: str) -> str:
         return self._unwrap(key[len(self.prefix) + len(BLOB) :])

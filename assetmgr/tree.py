@@ -14,6 +14,7 @@ import errno
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import PurePosixPath
 
 from .messages import Rejected, Stored
@@ -176,15 +177,36 @@ def chunks(
     on_problem: Problem | None = None,
 ) -> Iterator[tuple[list[str], dict[str, Stored]]]:
     """The one scan driver (daemon and one-shot): `walk` in chunks of `size` paths, each with
-    what `lookup` says Valkey holds for them, so lookups overlap the walk and the reads."""
+    what `lookup` says Valkey holds for them.
+
+    The lookups overlap the walk and the caller's work: a helper thread asks for chunk N+1
+    while chunk N is handled (the wait on the socket releases the GIL, and Valkey runs on
+    its own core). The thread only ever calls `lookup`, one call at a time, in order.
+    """
+    if lookup is no_lookup:
+        for chunk in _batched(walk(root, start, on_dir, on_problem), size):
+            yield chunk, {}
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="assetmgr-lookup") as helper:
+        ahead: tuple[list[str], Future[dict[str, Stored]]] | None = None
+        for chunk in _batched(walk(root, start, on_dir, on_problem), size):
+            asked = helper.submit(lookup, chunk)
+            if ahead is not None:
+                yield ahead[0], ahead[1].result()
+            ahead = (chunk, asked)
+        if ahead is not None:
+            yield ahead[0], ahead[1].result()
+
+
+def _batched(paths: Iterator[str], size: int) -> Iterator[list[str]]:
     chunk: list[str] = []
-    for path in walk(root, start, on_dir, on_problem):
+    for path in paths:
         chunk.append(path)
         if len(chunk) >= size:
-            yield chunk, lookup(chunk)
+            yield chunk
             chunk = []
     if chunk:
-        yield chunk, lookup(chunk)
+        yield chunk
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool | str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from assetmgr import tree, watcher
 from assetmgr.watcher import Change, Kind, Watches
@@ -38,6 +41,39 @@ def test_chunks_hold_every_asset_once_with_one_lookup_per_chunk(tmp_path):
     assert found == list(tree.walk(str(tmp_path)))  # the walk's order, nothing added
     for chunk, stored in got:
         assert stored == {p: "stored" for p in chunk if p.endswith("0.json")}
+
+
+def test_the_next_chunk_is_looked_up_while_the_caller_handles_one(tmp_path):
+    make_tree(tmp_path, 30)
+    asked: list[list[str]] = []
+    started = threading.Event()
+
+    def lookup(paths):
+        asked.append(list(paths))
+        if len(asked) == 2:
+            started.set()
+        return {}
+
+    chunks = tree.chunks(str(tmp_path), lookup=lookup, size=10)
+    first, _ = next(chunks)
+    assert started.wait(5), "chunk 2 was not looked up while chunk 1 was being handled"
+    assert asked[0] == first
+    rest = [chunk for chunk, _ in chunks]
+    assert asked == [first, *rest]
+
+
+def test_a_failing_lookup_reaches_the_caller_and_leaves_no_thread(tmp_path):
+    make_tree(tmp_path, 30)
+
+    def lookup(paths):
+        raise ConnectionError("Valkey went away")
+
+    with pytest.raises(ConnectionError, match="went away"):
+        list(tree.chunks(str(tmp_path), lookup=lookup, size=10))
+    chunks = tree.chunks(str(tmp_path), lookup=lambda paths: {}, size=10)
+    next(chunks)
+    chunks.close()  # a caller that stops early
+    assert not [t for t in threading.enumerate() if t.name.startswith("assetmgr-lookup")]
 
 
 def test_an_empty_tree_makes_no_chunk_and_no_lookup(tmp_path):
