@@ -165,7 +165,7 @@ def unchanged_on_disk(root: str, path: str, stored: Stored, limits: Limits) -> b
     if not stored[1]:
         return False
     try:
-        return signature(_stat(root, os.path.join(root, path), limits)[0]) == stored[1]
+        return signature(_stat(root, f"{root}/{path}", limits)[0]) == stored[1]
     except (OSError, Invalid, ValueError):
         return False
 
