@@ -2,7 +2,10 @@
 
 Each worker has its own duplex pipe, so killing one (OOM killer, kill -9) corrupts no shared
 queue: its in-flight batches go back to the front of the queue and a replacement is forked.
-Workers are forked from the single-threaded reader and inherit its compiled schemas.
+Workers are forked from the reader and inherit its compiled schemas. A replacement can be
+forked during a scan, while `tree.chunks`' lookup thread waits on Valkey: that thread holds no
+lock a worker takes (it only uses its own read client; logging's locks are reset in a forked
+child), so the child starts clean.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +198,20 @@ def test_format_from_the_environment(root):
     result = verify(root, env={"ASSETMGR_FORMAT": "json"})
     assert result.returncode == 0
     assert json.loads(result.stdout)["checked"] == len(disk_assets(root))
+
+
+def test_a_report_lost_to_a_closed_stdout_is_exit_status_120_not_success():
+    """Buffered stdout (no PYTHONUNBUFFERED) into a pipe nobody reads: the flush at exit
+    fails, and the command must not claim success (Python's own exit makes it 120)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSETMGR_", "PYTHONUNBUF"))}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "assetmgr", "verify", "--root", str(EXAMPLES),
+             "--schemas", str(SCHEMAS)],
+            stdout=write_end, stderr=subprocess.PIPE, env=env, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 120, done.stderr
