@@ -73,9 +73,11 @@ class Keyspace:
         other's assets."""
         skip = len(self.prefix) + len(head)
         rests = (key.decode()[skip:] for key in client.scan_iter(match=pattern, count=SCAN_COUNT))
-        if self.hashtag:
-            return {r[1:-1] for r in rests if r.startswith("{") and r.endswith("}")}
-        return {r for r in rests if not (r.startswith("{") and r.endswith("}"))}
+        return {
+            self._unwrap(r)
+            for r in rests
+            if (r.startswith("{") and r.endswith("}")) == self.hashtag
+        }
 
     def path_of_blob(self, key: str) -> str:
         return self._unwrap(key[len(self.prefix) + len(BLOB) :])
