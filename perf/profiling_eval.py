@@ -1,8 +1,9 @@
 """Where a large asset's `worker.evaluate` time goes, stage by stage (for perf/profiling.py).
 
-Each stage is the library call `evaluate` makes (parse_strict: orjson.loads, orjson.dumps of
-the document again, the two scans outside strings that prove no key was repeated, the depth
-check; then the schema check, zstd, sha256), timed alone on the same bytes: min of `repeat`.
+Each stage is the library call `evaluate` makes (parse_strict: the value-count bound,
+orjson.loads, orjson.dumps of the document again, the quote counts that prove no key was
+repeated, the brackets outside strings and the depth check on them, the long-digit scan; then
+the schema check, zstd, sha256), timed alone on the same bytes: min of `repeat`.
 Also: the exact parser (stdlib json with hooks, what an escaped quote costs), the pickling
 of the result for the pipes, and evaluate with the cyclic garbage collector off (a parse of
 a large document allocates enough containers to trigger it many times).
@@ -59,16 +60,18 @@ def stages(root: Path, rel: str, registry: schemas.Registry, repeat: int) -> dic
     compressor = zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
     document = orjson.loads(data)
     output = orjson.dumps(document)
-    outside = jsonparse._outside_strings(data)
+    brackets = jsonparse._brackets(data)
     accepted = worker.evaluate(rel, data, registry, limits, compressor)
     out: dict[str, Any] = {"bytes": len(data), "escaped_quote": b'\\"' in data}
     steps: dict[str, Callable[[], Any]] = {
         "read": lambda: worker._read_settled(str(root), full, limits),
+        "value_count_bound": lambda: jsonparse._check_values(data, limits),
         "orjson_loads": lambda: orjson.loads(data),
         "orjson_dumps_again": lambda: orjson.dumps(document),
-        "dup_key_scan_input": lambda: jsonparse._outside_strings(data).count(b":"),
-        "dup_key_scan_output": lambda: jsonparse._outside_strings(output).count(b":"),
-        "depth_check": lambda: jsonparse._depth_within(outside, limits.max_depth),
+        "dup_key_quote_counts": lambda: data.count(b'"') == output.count(b'"'),
+        "brackets_outside_strings": lambda: jsonparse._brackets(data),
+        "depth_check": lambda: jsonparse._depth_within(brackets, limits.max_depth),
+        "long_digit_scan": lambda: jsonparse._long_digits_outside_strings(data),
         "parse_strict_total": lambda: jsonparse.parse_strict(data, limits),
         "schema_check": lambda: schema.check(document),
         "zstd_level3": lambda: compressor.compress(data),

@@ -5,12 +5,13 @@ import random
 
 import pytest
 
-from assetmgr.jsonparse import Invalid, parse_exact, parse_strict
+from assetmgr.jsonparse import _UNPROVEN, Invalid, _parse_fast, parse_exact, parse_strict
 from assetmgr.worker import Limits
 
 PIECES = [
-    *('"a"', '"b"', '"k:v"', '":"', '"\\""', '"\\\\"', '"\\u0022"', '"\\u0022:"'),
-    *("1", "-2.5e3", "true", "null", "[]", "{}"),
+    *('"a"', '"b"', '"k:v"', '":"', '"\\""', '"\\\\"', '"\\u0022"', '"\\u0022:"', '""'),
+    *('"[{"', '"]"', '"}]"', '"1234567890123456789"'),  # brackets and long digits in strings
+    *("1", "-2.5e3", "true", "null", "[]", "{}", "12345678901234567890", "-1234567890123456789"),
 ]
 
 
@@ -23,7 +24,7 @@ def _random_doc(rng: random.Random, depth: int = 0) -> str:
         items = [_random_doc(rng, depth + 1) for _ in range(rng.randint(0, 4))]
         return "[" + f",{space}".join(items) + "]"
     keys = [
-        rng.choice(['"a"', '"b"', '"c:d"', '"e\\"f"', '"\\u0022"', '"g"'])
+        rng.choice(['"a"', '"b"', '"c:d"', '"e\\"f"', '"\\u0022"', '"g"', '"["', '""'])
         for _ in range(rng.randint(0, 4))
     ]
     items = [f"{k}{rng.choice(['', ' '])}:{space}{_random_doc(rng, depth + 1)}" for k in keys]
@@ -44,3 +45,22 @@ def test_fast_and_exact_paths_agree(seed):
     for _ in range(2000):
         data = _random_doc(rng).encode()
         assert _outcome(parse_strict, data, limits) == _outcome(parse_exact, data, limits), data
+
+
+@pytest.mark.parametrize(
+    "text, proven",
+    [
+        ('{"a": [1, {"b": "x"}], "c": ""}', True),
+        ('{"a": 1, "b": {"a": 2}}', True),  # the same key in two objects
+        ('{"a": 1, "a": 2}', False),
+        ('{"a": {"x": "1", "y": "2"}, "a": 3}', False),  # the dropped value held strings too
+        ('[[[["]]]]]]"]]]]', True),  # brackets in a string are not nesting
+        ('["[[[[", [[[1]]]]', True),
+        ("[[[[[1]]]]]", False),  # depth 5: the exact path names it
+        ('{"n": 12345678901234567890}', False),  # orjson would read a float
+        ('{"n": "12345678901234567890"}', True),
+    ],
+)
+def test_fast_path_proves_what_it_can(text, proven):
+    """The proofs settle ordinary documents without the slow parser, and only those."""
+    assert (_parse_fast(text.encode(), Limits(max_depth=4)) is not _UNPROVEN) == proven
