@@ -24,6 +24,7 @@ from multiprocessing.process import BaseProcess
 import zstandard
 
 from . import logs, metrics
+from .memory import Ceiling
 from .messages import Result, Task
 from .schemas import Registry
 from .worker import ZSTD_LEVEL, Limits, fingerprint, inspect
@@ -62,6 +63,7 @@ def _serve(
     logs.name_process("worker")
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     vfp = fingerprint(registry, limits)
+    ceiling = Ceiling()
     while True:
         try:
             batch: list[Task] = conn.recv()
@@ -76,6 +78,7 @@ def _serve(
             conn.send(results)
         except (BrokenPipeError, OSError):
             return
+        ceiling.check()  # after the send: a large file's result is not held up
 
 
 class Pool:

@@ -24,6 +24,7 @@ from . import metrics, schemas, tree, watcher
 from .client import AssetClient
 from .connection import Endpoint, ValkeyMisconfigured
 from .keyspace import Keyspace
+from .memory import Ceiling
 from .messages import Finish, Missing, Rejected, Result, SyncPoint
 from .pool import Pool
 from .schedule import Schedule
@@ -391,6 +392,7 @@ def serve(opts: ReaderOptions, to_writer: Connection, control: Connection) -> No
     registry = schemas.load(opts.schemas, opts.rules, opts.validators)
     reader = Reader(opts, registry, to_writer, control)
     reader.start()
+    ceiling = Ceiling()
     while not stop["requested"]:
         if control.poll(0):
             try:
@@ -402,4 +404,5 @@ def serve(opts: ReaderOptions, to_writer: Connection, control: Connection) -> No
             if message == "rescan":
                 reader.full_scan("requested", time.monotonic())
         reader.step(also=[control])
+        ceiling.check()
     reader.drain(time.monotonic() + opts.shutdown_timeout * 0.8)

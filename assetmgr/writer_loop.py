@@ -24,6 +24,7 @@ from redis.exceptions import ClusterError, RedisClusterException
 from . import logs, metrics
 from .connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
 from .lease import Lease
+from .memory import Ceiling
 from .messages import (
     Finish,
     Outcome,
@@ -65,6 +66,7 @@ class WriterLoop:
         self.needs_rescan = False
         self.synced_run_id: str | None = None
         self.next_marker_check = 0.0
+        self.ceiling = Ceiling()
         self.hydrated = False  # per-path lines are debug until the first full sync is done
         self.paused_until = 0.0  # after Valkey refused a write: retry then
         self.unacked_since: float | None = None  # replicas have not acknowledged since then
@@ -344,6 +346,7 @@ class WriterLoop:
                 self.check_marker(now)
             if (self.pending or self.syncs) and now >= self.paused_until:
                 self.flush()
+                self.ceiling.check()
         except redis.ResponseError as e:
             # Valkey refused a command (an ACL without a needed command, OOM): the writes
             # stay pending; a one-shot run reports it, a daemon retries after a pause.
