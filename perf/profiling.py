@@ -18,6 +18,8 @@
   stage (profiling_eval.py).
 - cold: one core running assetmgr's `inspect` over the tree vs the ideal's lean chain, per
   size class, and the top functions of `inspect` on the small files.
+- native (only when asked for; needs the perf extra): the schema check of the large assets
+  with jsonschema-rs next to fastjsonschema, and whether the two agree on every file.
 
 (Named profiling.py, not profile.py: a perf/profile.py would shadow the stdlib `profile` module
 that cProfile imports.) Output: tables on stdout, OUT/profile.json, OUT/*.prof, OUT/top-*.txt.
@@ -274,6 +276,8 @@ def print_report(report: dict[str, Any], top: int) -> None:
         profiling_eval.print_report(report["evaluate"], top)
     if "cold" in report:
         profiling_eval.print_cold(report["cold"], top)
+    if "native" in report:
+        profiling_eval.print_native(report["native"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         if "evaluate" in parts:
             report["evaluate"] = profiling_eval.evaluate_report(root, meta, args.repeat, args.out,
                                                                 args.top)  # fmt: skip
+        if "native" in parts:
+            report["native"] = profiling_eval.native_report(root, meta, args.repeat)
     finally:
         server.stop()
         if scratch:

@@ -12,8 +12,10 @@ a large document allocates enough containers to trigger it many times).
 from __future__ import annotations
 
 import cProfile
+import functools
 import gc
 import hashlib
+import importlib.metadata
 import os
 import pickle
 import pstats
@@ -205,3 +207,75 @@ def print_cold(report: dict[str, Any], top: int) -> None:
     print("  top functions of inspect over the small files (own time):")
     for name, calls, own, cum in report["profile_small"][:top]:
         print(f"  {own:8.3f} own {cum:8.3f} cum {calls:>9,}  {name}")
+
+
+def native_report(root: Path, meta: corpus.Meta, repeat: int) -> dict[str, Any]:
+    """What a native draft-07 engine (jsonschema-rs, perf extra) would change: its check of
+    the large assets next to the project's fastjsonschema one, and whether the two reach the
+    same verdict on every file of the corpus that parses. Evidence for a decision DESIGN §3
+    makes (fastjsonschema); nothing in assetmgr/ uses it."""
+    import jsonschema_rs
+
+    directory = (root / "schemas").resolve()
+    registry = schemas.load(directory)
+    documents = {p.name: orjson.loads(p.read_bytes()) for p in directory.glob("*.schema.json")}
+    uris = {name: (directory / name).as_uri() for name in documents}
+
+    def refuse(uri: str) -> Any:
+        raise ValueError(f"{uri} is not in the schemas directory")
+
+    resources = jsonschema_rs.Registry(
+        [(uris[name], {**doc, "$id": uris[name]}) for name, doc in documents.items()],
+        retriever=refuse,
+    )
+    native = {
+        name.removesuffix(schemas.SUFFIX): jsonschema_rs.validator_for(
+            {**doc, "$id": uris[name]}, registry=resources, validate_formats=True
+        )
+        for name, doc in documents.items()
+    }
+    assets, limits = root / "assets", worker.Limits()
+    large: dict[str, Any] = {}
+    for rel in pick(meta):
+        document = orjson.loads((assets / rel).read_bytes())
+        schema = registry.schema_for(rel)
+        assert schema is not None
+        check = native[schema.name.removesuffix(schemas.SUFFIX)]
+        large[rel] = {
+            "bytes": (assets / rel).stat().st_size,
+            "fastjsonschema": best_ms(functools.partial(schema.check, document), max(repeat, 3)),
+            "jsonschema_rs": best_ms(functools.partial(check.is_valid, document), max(repeat, 3)),
+        }
+    agree, differ = 0, []
+    for rel in sorted(meta.sizes):
+        schema = registry.schema_for(rel)
+        try:
+            document = jsonparse.parse_strict((assets / rel).read_bytes(), limits)
+        except jsonparse.Invalid:
+            continue  # refused before any schema sees it
+        if schema is None:
+            continue
+        try:
+            schema.check(document)
+            ours = True
+        except Exception:  # fastjsonschema's verdict, as evaluate reads it
+            ours = False
+        theirs = native[schema.name.removesuffix(schemas.SUFFIX)].is_valid(document)
+        if ours == theirs:
+            agree += 1
+        else:
+            differ.append({"path": rel, "fastjsonschema": ours, "jsonschema_rs": theirs})
+    return {"version": importlib.metadata.version("jsonschema-rs"), "large": large,
+            "verdicts_agree": agree, "verdicts_differ": differ}  # fmt: skip
+
+
+def print_native(report: dict[str, Any]) -> None:
+    print(f"\n== schema check: fastjsonschema vs jsonschema-rs {report['version']} (ms, min) ==")
+    for rel, row in report["large"].items():
+        print(f"  {rel:<44} {row['bytes'] / 1e6:5.1f} MB  fastjsonschema "
+              f"{row['fastjsonschema']['min_ms']:8.2f}  jsonschema-rs "
+              f"{row['jsonschema_rs']['min_ms']:8.2f}")  # fmt: skip
+    print(f"  verdicts over the files that parse: {report['verdicts_agree']:,} agree, "
+          f"{len(report['verdicts_differ'])} differ")  # fmt: skip
+    for row in report["verdicts_differ"][:10]:
+        print(f"    {row}")
