@@ -16,7 +16,7 @@ from .cli import ExitCode
 from .client import AssetClient, IntegrityError
 from .config import Config
 from .connection import ValkeyMisconfigured, checked, one_line, redact
-from .messages import Outcome, Plan, Rejected, Result
+from .messages import Outcome, Plan, Rejected, Result, UnchangedPaths
 from .schemas import Registry
 from .tls import TlsRefused
 from .worker import Limits, fingerprint
@@ -32,7 +32,7 @@ EXIT_FOR = {
 }
 
 
-def _discard(_: Sequence[Result]) -> None:
+def _discard(_: Sequence[Result] | UnchangedPaths) -> None:
     pass
 
 

@@ -11,7 +11,7 @@ import zstandard
 from . import oneshot, tree
 from .config import Config
 from .connection import checked
-from .messages import Accepted, Rejected, Result
+from .messages import Accepted, Rejected, Result, UnchangedPaths
 from .schemas import Registry
 from .store import Store, open_store
 from .worker import Limits
@@ -63,7 +63,7 @@ class Drift:
 def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
     disk: dict[str, Accepted | Rejected] = {}
 
-    def keep(results: Sequence[Result]) -> None:
+    def keep(results: Sequence[Result] | UnchangedPaths) -> None:
         disk.update((r.path, r) for r in results if isinstance(r, Accepted | Rejected))
 
     client = checked(cfg.endpoint, cfg.connect_timeout)

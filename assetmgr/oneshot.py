@@ -26,7 +26,7 @@ from .messages import (
     Result,
     Stored,
     SyncPoint,
-    Unchanged,
+    UnchangedPaths,
 )
 from .pool import Pool
 from .schemas import Registry
@@ -37,6 +37,9 @@ from .writer_loop import serve
 log = logging.getLogger("assetmgr")
 
 SUBMIT_CHUNK = 512
+# Where a scan hands its results: each batch of the pool's, and the files the stat shortcut
+# found unchanged, as one message per chunk.
+Sink = Callable[[Sequence[Result] | UnchangedPaths], None]
 
 
 @dataclass
@@ -93,7 +96,7 @@ def scan(
     registry: Registry,
     limits: Limits,
     workers: int,
-    sink: Callable[[Sequence[Result]], None],
+    sink: Sink,
     progress: Progress,
     lookup: tree.Lookup = tree.no_lookup,
 ) -> Scan:
@@ -122,14 +125,14 @@ def scan(
         ):
             found.paths.update(chunk)
             same = [
-                Unchanged(path, stored[path][0], seq)
+                path
                 for path in chunk
                 if path in stored and unchanged_on_disk(root, path, stored[path], limits)
             ]
             if same:
-                sink(same)
+                sink(UnchangedPaths(same, [stored[p][0] for p in same], seq))
                 done += len(same)
-            skip = {u.path for u in same}
+            skip = set(same)
             pool.submit([(p, seq, stored.get(p)) for p in chunk if p not in skip])
             done += _collect(pool, found, sink, 0)
         while pool.pending:
@@ -142,9 +145,7 @@ def scan(
     return found
 
 
-def _collect(
-    pool: Pool, found: Scan, sink: Callable[[Sequence[Result]], None], timeout: float
-) -> int:
+def _collect(pool: Pool, found: Scan, sink: Sink, timeout: float) -> int:
     results = pool.collect(wait(pool.waitables(), timeout))  # type: ignore[arg-type]
     for r in results:
         if isinstance(r, Rejected):
@@ -186,9 +187,9 @@ def hydrate(
     started_seq = time.monotonic_ns()
     report: Report | None = None
 
-    def sink(results: Sequence[Result]) -> None:
+    def sink(results: Sequence[Result] | UnchangedPaths) -> None:
         if results and writer.is_alive():
-            writer_in.send(list(results))
+            writer_in.send(results if isinstance(results, UnchangedPaths) else list(results))
 
     try:
         found = scan(root, registry, limits, workers, sink, progress, lookup)
