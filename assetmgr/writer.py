@@ -178,6 +178,10 @@ class Writer:
         """Path (printable, see `tree.shown`) -> reason for the files invalid on disk now."""
         return {shown(path): reason for path, reason in self._rejected.items()}
 
+    def rejected_paths(self) -> dict[str, str]:
+        """The same by the real path, a copy: what a flush compares before and after."""
+        return dict(self._rejected)
+
     def forget_rejected(self, sync: SyncPoint) -> None:
         """A full scan did not see these rejected paths: they are no longer on disk (their
         delete event was lost, or it was a directory, which has no delete to send)."""

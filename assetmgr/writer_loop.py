@@ -187,7 +187,7 @@ class WriterLoop:
             self._standby_flush()
             return
         items = list(self.pending.items.values())
-        rejected_before = self.writer.rejected
+        rejected_before = self.writer.rejected_paths()
         for i in range(0, len(items), self.opts.batch_size):
             chunk = items[i : i + self.opts.batch_size]
             done = self.writer.apply(chunk)
@@ -242,7 +242,7 @@ class WriterLoop:
 
     def _standby_flush(self) -> None:
         """Not the leader: keep the view of the disk, write nothing."""
-        rejected_before = self.writer.rejected
+        rejected_before = self.writer.rejected_paths()
         if self.writer.observe(self.pending.take()):
             self.needs_rescan = True
         while self.syncs:
@@ -252,7 +252,7 @@ class WriterLoop:
         self._after_flush(rejected_before)
 
     def _after_flush(self, rejected_before: dict[str, str]) -> None:
-        rejected = self.writer.rejected
+        rejected = self.writer.rejected_paths()
         if rejected != rejected_before:
             self._report(ReportKind.STATUS)
         metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))

@@ -3,6 +3,8 @@
 import json
 import signal
 
+import pytest
+
 from conftest import disk_assets, stored, subscribe, wait_for
 
 
@@ -79,3 +81,20 @@ def test_sighup_reloads_config_and_rescans(valkey, root, schemas, start_daemon, 
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload failed" in daemon.log(), what="reload refused")
     assert daemon.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("name", ["broken.json", "broken\u2028line.json"])
+def test_a_rejected_file_is_warned_about_once_not_at_every_rescan(
+    valkey, root, schemas, start_daemon, name
+):
+    """Also when its name does not print (U+2028): reports escape it, the memory must not."""
+    (root / "weights" / name).write_bytes(b'{"id": ')
+
+    def count(text: str, *also: str) -> int:
+        lines = daemon.log().splitlines()
+        return sum(text in line and all(a in line for a in also) for line in lines)
+
+    daemon = start_daemon(root, "--reconcile-interval", "0.3", schemas=schemas)
+    wait_for(lambda: count("full scan") >= 4, what="three periodic rescans")
+    wait_for(lambda: count("full scan") >= 5, what="and one more, committed before it")
+    assert count("WARNING", "rejected") == 1, daemon.log()
