@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,6 +406,8 @@ def _schema_rules(raw: Any, source: str) -> list[tuple[str, str]]:
 
 
 def _read_toml(path: str) -> dict[str, Any]:
+    import tomllib  # here: most commands read no config file, and it costs 4-8 ms to import
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
