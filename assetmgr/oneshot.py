@@ -36,7 +36,10 @@ from .writer_loop import serve
 
 log = logging.getLogger("assetmgr")
 
-SUBMIT_CHUNK = 512
+# Paths per lookup and per submit to the pool. An unchanged 20,000-file re-hydrate took 0.46 s
+# with 512 and 0.41 s with 2,048 (40 vs 10 round trips and hand-offs with the lookup thread);
+# 4,096 gained nothing more (perf/README).
+SUBMIT_CHUNK = 2048
 # Where a scan hands its results: each batch of the pool's, and the files the stat shortcut
 # found unchanged, as one message per chunk.
 Sink = Callable[[Sequence[Result] | UnchangedPaths], None]
@@ -74,7 +77,7 @@ class Progress:
 
 
 class ColdAware:
-    """A lookup that stops asking once a few thousand paths in a row had nothing stored: the
+    """A lookup that stops asking once MISSES chunks in a row had nothing stored: the
     tree is being loaded cold, and the round trips would only cost. A hint either way."""
 
     MISSES = 4
