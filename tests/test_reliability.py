@@ -573,7 +573,8 @@ def bulk_tree(directory: Path, count: int = 3000) -> None:
 
 def test_connection_cuts_during_a_large_hydrate_are_retried(valkey, root):
     client = valkey.client()
-    bulk_tree(root / "bulk", count=6000)
+    # Big enough to outlast several cuts: 6,000 files got only 2-8 once hydrate got faster.
+    bulk_tree(root / "bulk", count=12000)
     expected = disk_assets(root)
     args = hydrate_args(valkey.url, root, "--batch-size", "1000")
     with IntegrityChecker(valkey.client(), expected) as checker, ConnectionCutter(client) as cut:
