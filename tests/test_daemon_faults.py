@@ -8,6 +8,7 @@ and asserts that Valkey ends up holding exactly the valid assets on disk.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from assetmgr.schedule import BURST_MAX
 from conftest import EXAMPLES, converge, disk_assets, manifests, stored, subscribe, wait_for
 
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
@@ -73,15 +75,20 @@ def test_200_rewrites_in_a_shell_loop_coalesce(valkey, root, start_daemon):
     start_daemon(root)
 
     with subscribe(client) as published:
+        started = time.monotonic()
         subprocess.run(
             ["bash", "-c", 'for i in $(seq 200); do echo "{\\"i\\": $i}" > burst.json; done'],
             cwd=root,
             check=True,
         )
+        looped = time.monotonic() - started
         converge(client, lambda: disk_assets(root), what="the last rewrite in Valkey")
 
     assert stored(client)["burst.json"] == b'{"i": 200}\n'
-    assert 1 <= published.items.count("burst.json") <= 3, published.items
+    # The first read, the last, and at most one per BURST_MAX of the loop between them (a
+    # loaded machine can stretch the loop past one cool-down): never one per rewrite.
+    most = 2 + math.ceil(looped / BURST_MAX)
+    assert 1 <= published.items.count("burst.json") <= most, (looped, published.items)
     assert set(published.items) == {"burst.json"}
 
 
