@@ -192,7 +192,7 @@ def hydrate(
 
     def sink(results: Sequence[Result] | UnchangedPaths) -> None:
         if results and writer.is_alive():
-            writer_in.send(results if isinstance(results, UnchangedPaths) else list(results))
+            writer_in.send(results)  # a list, or one UnchangedPaths: the writer iterates both
 
     try:
         found = scan(root, registry, limits, workers, sink, progress, lookup)
