@@ -32,6 +32,7 @@ test: install-test
 	$(BIN)/ruff check assetmgr tests perf
 	$(BIN)/ruff format --check assetmgr tests perf
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -n $(JOBS) -m "not serial" $(ARGS) || [ $$? -eq 5 ]  # 5: none selected
 	$(BIN)/python -m pytest -m serial $(ARGS) || [ $$? -eq 5 ]
 
@@ -39,6 +40,7 @@ lint: install-test
 	$(BIN)/ruff check assetmgr tests perf
 	$(BIN)/ruff format --check assetmgr tests perf
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 ## Long fuzzing: the property tests with many more examples (HYPOTHESIS_PROFILE=fuzz), then
 ## atheris (libFuzzer) on worker.evaluate for FUZZ_SECONDS. Crashes land in .fuzz/.

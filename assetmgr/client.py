@@ -28,10 +28,9 @@ import orjson
 import redis
 import zstandard
 
-from .connection import Client, Endpoint, connect
-from .keyspace import CODEC, Keyspace, Manifest
-from .messages import Stored
-from .store import open_store
+from assetmgr.store.backends import open_store
+from assetmgr.store.connection import Client, Endpoint, connect
+from assetmgr.store.keyspace import CODEC, Keyspace, Manifest
 
 TORN_RETRY_SECONDS = 2.0  # a cluster commit's two steps are one round trip apart
 
@@ -68,7 +67,6 @@ class AssetClient:
         self.ks = keyspace or Keyspace(prefix)
         self.store = open_store(client, self.ks)
         self._dctx = zstandard.ZstdDecompressor()
-        self._lookups_failed = False
 
     @classmethod
     def from_url(
@@ -128,21 +126,6 @@ class AssetClient:
             return None
         return Asset(path, data, manifest)
 
-    def expectations(self, paths: Sequence[str], vfp: str) -> dict[str, Stored]:
-        """For a scan: the hash stored for each path whose content was validated under
-        fingerprint `vfp` and whose blob has the manifest's size. Empty when Valkey cannot be
-        read: a hint only (the commit script checks again)."""
-        # A file name that is not UTF-8 cannot be a key (the worker rejects it): never ask.
-        paths = [p for p in paths if p.isascii() or _encodable(p)]
-        if not paths or not vfp or self._lookups_failed:
-            return {}
-        try:
-            stored = self.store.lookup(paths, vfp)
-        except redis.RedisError:
-            self._lookups_failed = True  # one failure is enough: don't wait on every chunk
-            return {}
-        return {path: s for path, s in zip(paths, stored, strict=True) if s is not None}
-
     def paths(self) -> list[str]:
         """Every asset path that has a manifest."""
         return sorted(self.ks.manifest_paths(self.client))
@@ -171,11 +154,3 @@ class AssetClient:
             return self.get(path)
         except IntegrityError:
             return None
-
-
-def _encodable(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

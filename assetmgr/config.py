@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import webconfig
-from .connection import CLUSTER_MODES, Endpoint, normalize_url
-from .keyspace import Keyspace, checked_prefix
-from .tls import ValkeyTls
-from .webconfig import WebConfigError, WebSecurity
+from assetmgr import webconfig
+from assetmgr.store.connection import CLUSTER_MODES, Endpoint, normalize_url
+from assetmgr.store.keyspace import Keyspace, checked_prefix
+from assetmgr.store.tls import ValkeyTls
+from assetmgr.webconfig import WebConfigError, WebSecurity
 
 ENV_PREFIX = "ASSETMGR_"
 ALL = ("verify", "hydrate", "daemon", "status", "get")

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import multiprocess as _mp
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from . import __version__
-from .messages import Accepted, Rejected, Result
+from assetmgr import __version__
+from assetmgr.messages import Accepted, Rejected, Result
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -290,7 +290,7 @@ RESCAN_REASONS = (
 
 def prime(role: str) -> None:
     """Create every label value a role records, so each family is scraped (as 0) from the start."""
-    from .messages import REASONS
+    from assetmgr.messages import REASONS
 
     if role == "writer":
         for op in ("upsert", "delete"):

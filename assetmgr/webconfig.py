@@ -21,7 +21,7 @@ from pathlib import Path
 
 import bcrypt
 
-from .tls import chain_problem, load_chain
+from assetmgr.store.tls import chain_problem, load_chain
 
 # $2a$/$2b$/$2y$, cost 04-31, 22 characters of salt and 31 of hash: what Go's bcrypt.Cost takes.
 BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")

@@ -33,7 +33,7 @@ import referencing
 import referencing.jsonschema
 import zstandard
 
-from assetmgr.keyspace import Keyspace
+from assetmgr.store.keyspace import Keyspace
 
 KEYS = Keyspace()
 PIPELINE = 256

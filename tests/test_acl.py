@@ -42,7 +42,7 @@ from test_status import (  # noqa: F401
 )
 
 from assetmgr.client import AssetClient
-from assetmgr.connection import Endpoint
+from assetmgr.store.connection import Endpoint
 from conftest import (
     MANAGER_PASSWORD,
     READER_PASSWORD,

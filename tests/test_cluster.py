@@ -21,11 +21,11 @@ from topology import Node, wait_until
 from topology_cluster import Cluster
 
 from assetmgr.client import AssetClient, IntegrityError
-from assetmgr.connection import Endpoint, connect
-from assetmgr.keyspace import Keyspace
-from assetmgr.lease import Lease
 from assetmgr.messages import Accepted, Delete
-from assetmgr.writer import Guard, Writer
+from assetmgr.store.connection import Endpoint, connect
+from assetmgr.store.keyspace import Keyspace
+from assetmgr.store.lease import Lease
+from assetmgr.store.writer import Guard, Writer
 from conftest import (
     converge,
     disk_assets,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from assetmgr.schedule import BURST_MAX
+from assetmgr.pipeline.schedule import BURST_MAX
 from conftest import EXAMPLES, converge, disk_assets, manifests, stored, subscribe, wait_for
 
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")

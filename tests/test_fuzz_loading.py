@@ -16,11 +16,13 @@ from fuzzing import bounded, examples, one_line, scalars, values
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from assetmgr import config, schemas
+from assetmgr import config
 from assetmgr.config import ConfigError
+from assetmgr.limits import Limits
 from assetmgr.messages import REASONS, Accepted, Rejected
-from assetmgr.schemas import SchemaError
-from assetmgr.worker import Limits, evaluate
+from assetmgr.pipeline import schemas
+from assetmgr.pipeline.schemas import SchemaError
+from assetmgr.pipeline.worker import evaluate
 
 # -- schemas --------------------------------------------------------------------------------
 

@@ -20,10 +20,11 @@ from fuzzing import bounded, examples, json_ish, objects, one_line, pieces, rend
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from assetmgr import schemas
-from assetmgr.jsonparse import Invalid, parse_exact, parse_strict
+from assetmgr.limits import Limits
 from assetmgr.messages import REASONS, Accepted, Rejected
-from assetmgr.worker import Limits, evaluate
+from assetmgr.pipeline import schemas
+from assetmgr.pipeline.jsonparse import Invalid, parse_exact, parse_strict
+from assetmgr.pipeline.worker import evaluate
 from conftest import EXAMPLES, SCHEMAS
 
 REGISTRY = schemas.load(SCHEMAS)

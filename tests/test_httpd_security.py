@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from assetmgr import webconfig
-from assetmgr.httpd import StatusServer
+from assetmgr.daemon.httpd import StatusServer
 from assetmgr.webconfig import BasicAuth, WebSecurity
 from conftest import SCHEMAS, Daemon, run_cli, wait_for
 from tls import Certs

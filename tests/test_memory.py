@@ -13,11 +13,13 @@ from assetmgr import memory
 PROGRAM = r"""
 import orjson
 from pathlib import Path
-from assetmgr import memory, schemas, worker
+from assetmgr import memory
+from assetmgr.limits import Limits
+from assetmgr.pipeline import schemas, worker
 
 directory = Path(__import__("tempfile").mkdtemp())
 (directory / "_default.schema.json").write_bytes(b'{"type": "object"}')
-registry, limits = schemas.load(directory), worker.Limits()
+registry, limits = schemas.load(directory), Limits()
 ceiling = memory.Ceiling()
 start = memory.rss()
 for n in range(4):

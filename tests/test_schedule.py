@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from assetmgr.messages import Delete
-from assetmgr.schedule import BURST_MAX, BURST_QUIET, Schedule
+from assetmgr.pipeline.schedule import BURST_MAX, BURST_QUIET, Schedule
 
 HOLD = 0.3
 SETTLE = 2.0

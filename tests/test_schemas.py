@@ -15,10 +15,11 @@ from fuzzing import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assetmgr import schemas
+from assetmgr.limits import Limits
 from assetmgr.messages import Accepted, Rejected
-from assetmgr.schemas import SchemaError
-from assetmgr.worker import Limits, evaluate
+from assetmgr.pipeline import schemas
+from assetmgr.pipeline.schemas import SchemaError
+from assetmgr.pipeline.worker import evaluate
 from conftest import EXAMPLES, SCHEMAS, run_cli, stored
 
 

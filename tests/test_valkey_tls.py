@@ -17,8 +17,8 @@ import zstandard
 from cryptography.hazmat.primitives import serialization
 
 from assetmgr.client import AssetClient
-from assetmgr.connection import Endpoint
-from assetmgr.tls import ValkeyTls
+from assetmgr.store.connection import Endpoint
+from assetmgr.store.tls import ValkeyTls
 from conftest import SCHEMAS, Daemon, Valkey, disk_assets, run_cli, stored, wait_for
 from tls import Certs, TlsValkey
 

@@ -15,10 +15,11 @@ import pytest
 import zstandard
 from fsprobe import touches
 
-from assetmgr import schemas
+from assetmgr.limits import Limits
 from assetmgr.messages import Accepted, Missing, Rejected
-from assetmgr.tree import shown
-from assetmgr.worker import Limits, evaluate, inspect, parse_strict
+from assetmgr.pipeline import schemas
+from assetmgr.pipeline.worker import evaluate, inspect, parse_strict
+from assetmgr.printable import shown
 from conftest import EXAMPLES, REPO, SCHEMAS, disk_assets, sha256
 
 LIMITS = Limits()
@@ -325,9 +326,10 @@ def test_inspect_reports_an_unreadable_file(registry, tmp_path):
     if shutil.which("setpriv") is None:
         pytest.skip("running as root and setpriv (util-linux) is not installed")
     code = (
-        "import sys; from assetmgr import schemas, worker; "
+        "import sys; from assetmgr.limits import Limits; "
+        "from assetmgr.pipeline import schemas, worker; "
         "registry = schemas.load(sys.argv[2]); "
-        "r = worker.inspect(sys.argv[1], 'locked.json', registry, worker.Limits()); "
+        "r = worker.inspect(sys.argv[1], 'locked.json', registry, Limits()); "
         "print(type(r).__name__, r.code, r.reason, sep='|')"
     )
     out = subprocess.run(

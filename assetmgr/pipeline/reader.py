@@ -16,21 +16,24 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from typing import Any
 
 import redis
 from redis.exceptions import RedisClusterException
 
-from . import metrics, schemas, tree, watcher
-from .client import AssetClient
-from .connection import Endpoint, ValkeyMisconfigured
-from .keyspace import Keyspace
-from .memory import Ceiling
-from .messages import Finish, Missing, Rejected, Result, SyncPoint
-from .pool import Pool
-from .schedule import Schedule
-from .schemas import Registry, SchemaError
-from .watcher import Change, Kind, Watches
-from .worker import Limits, fingerprint
+from assetmgr import metrics
+from assetmgr.limits import Limits
+from assetmgr.memory import Ceiling
+from assetmgr.messages import Finish, Missing, Rejected, Result, SyncPoint
+from assetmgr.pipeline import schemas, tree, watcher
+from assetmgr.pipeline.pool import Pool
+from assetmgr.pipeline.schedule import Schedule
+from assetmgr.pipeline.schemas import Registry, SchemaError
+from assetmgr.pipeline.watcher import Change, Kind, Watches
+from assetmgr.pipeline.worker import fingerprint
+from assetmgr.store.connection import Endpoint, ValkeyMisconfigured
+from assetmgr.store.keyspace import Keyspace
+from assetmgr.store.lookups import StoredHashes
 
 log = logging.getLogger("assetmgr.reader")
 
@@ -41,21 +44,44 @@ SCHEMAS_QUIET = 0.2  # seconds without schema events before a reload
 
 @dataclass(frozen=True)
 class ReaderOptions:
+    """What the reader process is told; every value comes from the settings (`from_config`)."""
+
     root: str
     schemas: str
-    rules: tuple[tuple[str, str], ...] = ()
-    validators: dict[str, list[str]] = field(default_factory=dict)
-    limits: Limits = field(default_factory=Limits)
-    workers: int = 2
-    delete_hold: float = 0.3
-    settle: float = 2.0
-    reconcile_interval: float = 300.0
-    shutdown_timeout: float = 10.0
-    allow_empty_root: bool = False
-    endpoint: Endpoint | None = None  # read-only use: which files a scan may skip as unchanged
-    keyspace: Keyspace = field(default_factory=Keyspace)
-    log_format: str = "text"
-    log_level: str = "INFO"
+    rules: tuple[tuple[str, str], ...]
+    validators: dict[str, list[str]]
+    limits: Limits
+    workers: int
+    delete_hold: float
+    settle: float
+    reconcile_interval: float
+    shutdown_timeout: float
+    allow_empty_root: bool
+    endpoint: Endpoint | None  # read-only use: which files a scan may skip as unchanged
+    keyspace: Keyspace
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ReaderOptions:
+        """The options the resolved settings ask for (`cfg`: an `assetmgr.config.Config`)."""
+        return cls(
+            root=cfg.root,
+            schemas=cfg.schemas,
+            rules=tuple(cfg.schema_rules),
+            validators=dict(cfg.validators),
+            limits=Limits.from_config(cfg),
+            workers=cfg.workers,
+            delete_hold=cfg.delete_hold,
+            settle=cfg.settle,
+            reconcile_interval=cfg.reconcile_interval,
+            shutdown_timeout=cfg.shutdown_timeout,
+            allow_empty_root=cfg.allow_mass_delete,
+            endpoint=cfg.endpoint,
+            keyspace=cfg.keyspace,
+            log_format=cfg.log_format,
+            log_level=cfg.log_level,
+        )
 
 
 @dataclass
@@ -133,14 +159,14 @@ class Reader:
             yield tree.no_lookup
             return
         try:
-            reads = AssetClient.from_url(self.opts.endpoint, keyspace=self.opts.keyspace)
+            reads = StoredHashes.connect(self.opts.endpoint, self.opts.keyspace, self.vfp)
         except (redis.RedisError, RedisClusterException, ValkeyMisconfigured):
             yield tree.no_lookup  # the writer reports what is wrong with Valkey
             return
         try:
-            yield lambda paths: reads.expectations(paths, self.vfp)
+            yield reads
         finally:
-            reads.client.close()
+            reads.close()
 
     def _list(
         self, rel: str, now: float, lookup: tree.Lookup = tree.no_lookup
@@ -377,7 +403,7 @@ class Reader:
 
 def serve(opts: ReaderOptions, to_writer: Connection, control: Connection) -> None:
     """Process entry point (spawned by the supervisor)."""
-    from . import logs
+    from assetmgr import logs
 
     logs.setup(opts.log_format, opts.log_level)
     logs.name_process("reader")

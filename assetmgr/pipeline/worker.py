@@ -12,43 +12,21 @@ import hashlib
 import os
 import stat
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import fastjsonschema
 import zstandard
 
-from .jsonparse import Invalid, parse_strict
-from .messages import Accepted, Missing, Rejected, Result, Stored, Unchanged, Verdict
-from .schemas import Registry
-from .tree import inside, name_problem, shown
+from assetmgr.limits import MAX_VALUES, Limits
+from assetmgr.messages import Accepted, Missing, Rejected, Result, Stored, Unchanged, Verdict
+from assetmgr.pipeline.jsonparse import Invalid, parse_strict
+from assetmgr.pipeline.schemas import Registry
+from assetmgr.pipeline.tree import inside, name_problem
+from assetmgr.printable import shown
 
 ZSTD_LEVEL = 3
 READ_TRIES = 3  # reads of a file that keeps changing under the reader before it is rejected
-PROTECTED_HARDLINKS = "/proc/sys/fs/protected_hardlinks"
-
-
-def hard_links_protected() -> bool:
-    """Does the kernel let a user hard-link only files they own or can read and write?
-    Then a hard link in the tree shows nothing its maker could not read anyway."""
-    try:
-        with open(PROTECTED_HARDLINKS) as f:
-            return f.read().strip() not in ("", "0")
-    except OSError:
-        return False
-
-
-MAX_VALUES = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_size: int = 16 * 1024**2
-    max_depth: int = 64
-    # Parsed, a JSON value costs ~100 bytes: 16 MB of `[],` would take 530 MB in one worker.
-    max_values: int = MAX_VALUES
-    # Accept regular files with more than one name (see README, Security: hard links).
-    hard_links: bool = field(default_factory=hard_links_protected)
 
 
 def evaluate(
@@ -86,7 +64,7 @@ def _misnamed(path: str) -> Rejected | None:
     """A name that is not UTF-8 text without control characters cannot be a key.
 
     The rejection keeps the real path (the reader and the writer match results by it); reports
-    print it with `tree.shown`, which escapes what does not print.
+    print it with `printable.shown`, which escapes what does not print.
     """
     problem = name_problem(path)
     return Rejected(path, "encoding", problem) if problem else None

@@ -22,16 +22,18 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from . import __version__, commands, config, logs, metrics, reader, schemas, sdnotify, writer_loop
-from .cli import ExitCode
-from .config import Config, ConfigError
-from .connection import redact
-from .httpd import StatusServer
-from .messages import Report, ReportKind
-from .schemas import Registry, SchemaError
-from .webconfig import WebConfigError
-from .worker import Limits
-from .writer import WriterOptions
+from assetmgr import __version__, config, logs, metrics
+from assetmgr.config import Config, ConfigError
+from assetmgr.daemon import sdnotify
+from assetmgr.daemon.httpd import StatusServer
+from assetmgr.exitcodes import ExitCode
+from assetmgr.messages import Report, ReportKind
+from assetmgr.pipeline import reader, schemas
+from assetmgr.pipeline.schemas import Registry, SchemaError
+from assetmgr.store import writer_loop
+from assetmgr.store.connection import redact
+from assetmgr.store.writer import WriterOptions
+from assetmgr.webconfig import WebConfigError
 
 log = logging.getLogger("assetmgr.supervisor")
 
@@ -137,12 +139,12 @@ class Supervisor:
         control_r, control = self.ctx.Pipe(duplex=True)
         writer = self.ctx.Process(
             target=writer_loop.serve,
-            args=(inbox, events_w, self._writer_options()),
+            args=(inbox, events_w, WriterOptions.from_config(self.cfg, oneshot=False)),
             name="assetmgr-writer",
         )
         rdr = self.ctx.Process(
             target=reader.serve,
-            args=(self._reader_options(), to_writer, control_r),
+            args=(reader.ReaderOptions.from_config(self.cfg), to_writer, control_r),
             name="assetmgr-reader",
         )
         writer.start()
@@ -154,29 +156,6 @@ class Supervisor:
             extra={"reader": rdr.pid, "writer": writer.pid, "workers": cfg.workers},
         )
         return Pipeline(rdr, writer, control, events, time.monotonic())
-
-    def _writer_options(self) -> WriterOptions:
-        return commands.writer_options(self.cfg, oneshot_run=False)
-
-    def _reader_options(self) -> reader.ReaderOptions:
-        cfg = self.cfg
-        return reader.ReaderOptions(
-            root=cfg.root,
-            schemas=cfg.schemas,
-            rules=tuple(cfg.schema_rules),
-            validators=dict(cfg.validators),
-            limits=Limits(cfg.max_size, cfg.max_depth, cfg.max_values),
-            workers=cfg.workers,
-            delete_hold=cfg.delete_hold,
-            settle=cfg.settle,
-            reconcile_interval=cfg.reconcile_interval,
-            shutdown_timeout=cfg.shutdown_timeout,
-            allow_empty_root=cfg.allow_mass_delete,
-            endpoint=cfg.endpoint,
-            keyspace=cfg.keyspace,
-            log_format=cfg.log_format,
-            log_level=cfg.log_level,
-        )
 
     # -- the loop ---------------------------------------------------------------------------
 

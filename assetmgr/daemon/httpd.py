@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 
-from . import metrics
-from .webconfig import WebSecurity
+from assetmgr import metrics
+from assetmgr.webconfig import WebSecurity
 
 log = logging.getLogger("assetmgr.http")
 

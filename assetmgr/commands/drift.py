@@ -8,13 +8,15 @@ from dataclasses import asdict, dataclass, field
 
 import zstandard
 
-from . import oneshot, tree
-from .config import Config
-from .connection import checked
-from .messages import Accepted, Rejected, Result, UnchangedPaths
-from .schemas import Registry
-from .store import Store, open_store
-from .worker import Limits
+from assetmgr.commands import oneshot
+from assetmgr.config import Config
+from assetmgr.limits import Limits
+from assetmgr.messages import Accepted, Rejected, Result, UnchangedPaths
+from assetmgr.pipeline import tree
+from assetmgr.pipeline.schemas import Registry
+from assetmgr.printable import shown
+from assetmgr.store.backends import Store, open_store
+from assetmgr.store.connection import checked
 
 CHUNK = 500
 
@@ -85,7 +87,7 @@ def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
             drift.blob_mismatch.append(path)
     for path, result in sorted(disk.items()):
         if isinstance(result, Rejected):
-            drift.invalid_on_disk[tree.shown(path)] = result.reason
+            drift.invalid_on_disk[shown(path)] = result.reason
         elif path not in manifests:
             drift.would_add.append(path)
         elif stored_hash.get(path) not in (None, result.hash):

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import fastjsonschema
 import orjson
 
-from .tree import shown
+from assetmgr.printable import shown
 
 SUFFIX = ".schema.json"
 DEFAULT = "_default"

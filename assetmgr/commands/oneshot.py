@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from . import tree
-from .messages import (
+from assetmgr.limits import Limits
+from assetmgr.messages import (
     Accepted,
     Finish,
     Missing,
@@ -28,11 +28,12 @@ from .messages import (
     SyncPoint,
     UnchangedPaths,
 )
-from .pool import Pool
-from .schemas import Registry
-from .worker import Limits, unchanged_on_disk
-from .writer import WriterOptions
-from .writer_loop import serve
+from assetmgr.pipeline import tree
+from assetmgr.pipeline.pool import Pool
+from assetmgr.pipeline.schemas import Registry
+from assetmgr.pipeline.worker import unchanged_on_disk
+from assetmgr.store.writer import WriterOptions
+from assetmgr.store.writer_loop import serve
 
 log = logging.getLogger("assetmgr")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import enum
 import logging
 import os
 import sys
@@ -16,23 +15,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from . import __version__, config, logs
-from .config import Config, ConfigError
-from .connection import redact
-from .schemas import Registry, SchemaError
-from .worker import Limits
+from assetmgr import __version__, config, logs
+from assetmgr.commands import modes
+from assetmgr.config import Config, ConfigError
+from assetmgr.exitcodes import ExitCode
+from assetmgr.limits import Limits
+from assetmgr.pipeline import schemas
+from assetmgr.pipeline.schemas import Registry, SchemaError
+from assetmgr.store.connection import redact
 
 log = logging.getLogger("assetmgr")
-
-
-class ExitCode(enum.IntEnum):
-    """What every command returns (DESIGN §5)."""
-
-    OK = 0
-    INVALID = 1  # some assets invalid (hydrate still wrote the valid ones)
-    USAGE = 2  # usage or configuration error; a daemon that cannot start
-    VALKEY = 3  # Valkey unreachable, or a write failed
-    REFUSED = 4  # refused by a safety guard (mass delete, the writer lease)
 
 
 COMMANDS = {
@@ -108,18 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(
     command: str, cfg: Config, namespace: argparse.Namespace, cli_values: dict[str, Any]
 ) -> int:
-    from . import commands  # imports the command line's ExitCode: not at the top
-
     if command == "verify":
-        return commands.verify(cfg, load_registry(cfg), limits(cfg))
+        return modes.verify(cfg, load_registry(cfg), Limits.from_config(cfg))
     with valkey_endpoint(cfg) as cfg:
         if command == "hydrate":
-            return commands.hydrate(cfg, load_registry(cfg), limits(cfg))
+            return modes.hydrate(cfg, load_registry(cfg), Limits.from_config(cfg))
         if command == "get":
-            return commands.get(cfg, namespace.path)
+            return modes.get(cfg, namespace.path)
         if command == "status":
-            return commands.status(cfg, load_registry(cfg), limits(cfg))
-        from .supervisor import Supervisor
+            return modes.status(cfg, load_registry(cfg), Limits.from_config(cfg))
+        from assetmgr.daemon.supervisor import Supervisor
 
         return Supervisor(cfg, load_registry(cfg), cli_values).run()
 
@@ -134,13 +124,7 @@ def _hide_url_password() -> None:
 
 
 def load_registry(cfg: Config) -> Registry:
-    from . import schemas
-
     return schemas.load(cfg.schemas, cfg.schema_rules, cfg.validators)
-
-
-def limits(cfg: Config) -> Limits:
-    return Limits(max_size=cfg.max_size, max_depth=cfg.max_depth, max_values=cfg.max_values)
 
 
 EMBEDDED_TRIES = 5

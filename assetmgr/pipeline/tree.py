@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import PurePosixPath
 
-from .messages import Rejected, Stored
+from assetmgr.messages import Rejected, Stored
 
 SUFFIX = ".json"
 DIR_OUTSIDE = "directory symlink points outside the root (not followed)"
@@ -56,15 +56,6 @@ def name_problem(path: str) -> str | None:
     if _CONTROL.search(path):
         return "file name has a control character"
     return None
-
-
-def shown(path: str) -> str:
-    """`path` fit for a one-line report: bytes that are not UTF-8 as `\\xNN`, characters that
-    do not print (newline, escape, U+2028) as their Python escapes."""
-    if path.isprintable():
-        return path
-    text = os.fsencode(path).decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def join(directory: str, name: str) -> str:

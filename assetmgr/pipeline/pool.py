@@ -23,11 +23,12 @@ from multiprocessing.process import BaseProcess
 
 import zstandard
 
-from . import logs, metrics
-from .memory import Ceiling
-from .messages import Result, Task
-from .schemas import Registry
-from .worker import ZSTD_LEVEL, Limits, fingerprint, inspect
+from assetmgr import logs, metrics
+from assetmgr.limits import Limits
+from assetmgr.memory import Ceiling
+from assetmgr.messages import Result, Task
+from assetmgr.pipeline.schemas import Registry
+from assetmgr.pipeline.worker import ZSTD_LEVEL, fingerprint, inspect
 
 log = logging.getLogger("assetmgr.pool")
 

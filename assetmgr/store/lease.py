@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import scripts
+from assetmgr.store import scripts
 
 
 @dataclass

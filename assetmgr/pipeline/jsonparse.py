@@ -14,12 +14,11 @@ import json
 import math
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from .worker import Limits
+from assetmgr.limits import Limits
 
 
 class Invalid(Exception):

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
-from . import metrics, tree
-from .messages import Stored
+from assetmgr import metrics
+from assetmgr.messages import Stored
+from assetmgr.pipeline import tree
 
 log = logging.getLogger("assetmgr.watcher")
 

@@ -11,16 +11,20 @@ import orjson
 import redis
 from redis.exceptions import RedisClusterException
 
-from . import oneshot, tree
-from .cli import ExitCode
-from .client import AssetClient, IntegrityError
-from .config import Config
-from .connection import ValkeyMisconfigured, checked, one_line, redact
-from .messages import Outcome, Plan, Rejected, Result, UnchangedPaths
-from .schemas import Registry
-from .tls import TlsRefused
-from .worker import Limits, fingerprint
-from .writer import Guard, WriterOptions
+from assetmgr.client import AssetClient, IntegrityError
+from assetmgr.commands import oneshot
+from assetmgr.config import Config
+from assetmgr.exitcodes import ExitCode
+from assetmgr.limits import Limits
+from assetmgr.messages import Outcome, Plan, Rejected, Result, UnchangedPaths
+from assetmgr.pipeline import tree
+from assetmgr.pipeline.schemas import Registry
+from assetmgr.pipeline.worker import fingerprint
+from assetmgr.printable import shown
+from assetmgr.store.connection import ValkeyMisconfigured, checked, one_line, redact
+from assetmgr.store.lookups import StoredHashes
+from assetmgr.store.tls import TlsRefused
+from assetmgr.store.writer import WriterOptions
 
 log = logging.getLogger("assetmgr")
 
@@ -55,18 +59,18 @@ def _verify_text(cfg: Config, found: oneshot.Scan, rejected: list[Rejected]) -> 
             "checked": len(found.paths),
             "valid": found.valid,
             "invalid": [
-                {"path": tree.shown(r.path), "code": r.code, "reason": r.reason} for r in rejected
+                {"path": shown(r.path), "code": r.code, "reason": r.reason} for r in rejected
             ],
         }
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
     if cfg.format == "github":
         lines = [
-            f"::error file={_gh_property(os.path.join(cfg.root, tree.shown(r.path)))},"
-            f"title=assetmgr {r.code}::{_gh_data(tree.shown(r.path) + ': ' + r.reason)}"
+            f"::error file={_gh_property(os.path.join(cfg.root, shown(r.path)))},"
+            f"title=assetmgr {r.code}::{_gh_data(shown(r.path) + ': ' + r.reason)}"
             for r in rejected
         ]
         return "".join(line + "\n" for line in lines)
-    lines = [f"{tree.shown(r.path)}: {r.reason}" for r in rejected]
+    lines = [f"{shown(r.path)}: {r.reason}" for r in rejected]
     lines.append(f"{len(found.paths)} checked: {found.valid} valid, {len(rejected)} invalid")
     return "\n".join(lines) + "\n"
 
@@ -77,24 +81,6 @@ def _gh_data(text: str) -> str:
 
 def _gh_property(text: str) -> str:
     return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def writer_options(cfg: Config, oneshot_run: bool = True) -> WriterOptions:
-    return WriterOptions(
-        endpoint=cfg.endpoint,
-        keyspace=cfg.keyspace,
-        connect_timeout=cfg.connect_timeout,
-        guard=Guard(cfg.max_prune_ratio, cfg.allow_mass_delete),
-        dry_run=bool(cfg.values.get("dry_run")),
-        batch_size=cfg.batch_size,
-        oneshot=oneshot_run,
-        lease_ttl=cfg.lease_ttl,
-        min_replicas_ack=cfg.min_replicas_ack,
-        replicas_ack_timeout=cfg.replicas_ack_timeout,
-        wait_lease=cfg.values.get("wait_lease") or 0.0,
-        log_format=cfg.log_format,
-        log_level=cfg.log_level,
-    )
 
 
 def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
@@ -109,14 +95,14 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
         registry,
         limits,
         cfg.workers,
-        writer_options(cfg),
+        WriterOptions.from_config(cfg, oneshot=True),
         not cfg.no_prune,
         progress,
         lookup,
     )
     plan, report = result.report.plan, result.report
     for path, reason in sorted(plan.invalid.items()):
-        log.warning("rejected", extra={"path": tree.shown(path), "reason": reason})
+        log.warning("rejected", extra={"path": shown(path), "reason": reason})
     if cfg.dry_run:
         sys.stdout.write(_plan_text(plan))
     counts = " ".join(f"{k}={v}" for k, v in plan.counts().items())
@@ -139,12 +125,10 @@ def _stored_hashes(cfg: Config, vfp: str) -> tree.Lookup:
     """The scan's hint of what Valkey holds; none when Valkey cannot be asked (the writer
     reports why)."""
     try:
-        reads = AssetClient.from_url(
-            cfg.endpoint, timeout=cfg.connect_timeout, keyspace=cfg.keyspace
-        )
+        reads = StoredHashes.connect(cfg.endpoint, cfg.keyspace, vfp, cfg.connect_timeout)
     except VALKEY_ERRORS:
         return oneshot.ColdAware(lambda paths: {})
-    return oneshot.ColdAware(lambda paths: reads.expectations(paths, vfp))
+    return oneshot.ColdAware(reads)
 
 
 def _plan_text(plan: Plan) -> str:
@@ -156,9 +140,9 @@ def _plan_text(plan: Plan) -> str:
         ("unchanged", plan.unchanged),
     ):
         lines.append(f"{title} ({len(paths)}):")
-        lines += [f"  {tree.shown(p)}" for p in sorted(paths)]
+        lines += [f"  {shown(p)}" for p in sorted(paths)]
     lines.append(f"invalid ({len(plan.invalid)}):")
-    lines += [f"  {tree.shown(p)}: {reason}" for p, reason in sorted(plan.invalid.items())]
+    lines += [f"  {shown(p)}: {reason}" for p, reason in sorted(plan.invalid.items())]
     if plan.refused:
         lines.append(f"refused: {plan.refused}")
     return "\n".join(lines) + "\n"
@@ -182,7 +166,7 @@ def get(cfg: Config, path: str) -> int:
 
 
 def status(cfg: Config, registry: Registry, limits: Limits) -> int:
-    from .drift import compare
+    from assetmgr.commands.drift import compare
 
     try:
         drift = compare(cfg, registry, limits)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from . import tree
-from .messages import Delete, Stored, Task
+from assetmgr.messages import Delete, Stored, Task
+from assetmgr.pipeline import tree
 
 # A path rewritten while it was being read is in a burst (a shell loop, a log-style writer):
 # read it again once it has been quiet this long, or at the latest BURST_MAX after the burst

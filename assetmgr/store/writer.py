@@ -12,15 +12,17 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-from . import metrics, scripts
-from .connection import Client, Endpoint
-from .keyspace import Keyspace, Manifest
-from .lease import Lease
-from .messages import Accepted, Item, Plan, Rejected, SyncPoint, Unchanged
-from .store import open_store
-from .tree import shown
+from assetmgr import metrics
+from assetmgr.messages import Accepted, Item, Plan, Rejected, SyncPoint, Unchanged
+from assetmgr.printable import shown
+from assetmgr.store import scripts
+from assetmgr.store.backends import open_store
+from assetmgr.store.connection import Client, Endpoint
+from assetmgr.store.keyspace import Keyspace, Manifest
+from assetmgr.store.lease import Lease
 
 log = logging.getLogger("assetmgr.writer")
 
@@ -101,19 +103,40 @@ class Guard:
 
 @dataclass(frozen=True)
 class WriterOptions:
+    """What the writer process is told; every value comes from the settings (`from_config`)."""
+
     endpoint: Endpoint
-    keyspace: Keyspace = field(default_factory=Keyspace)
-    connect_timeout: float = 5.0
-    guard: Guard = field(default_factory=Guard)
-    dry_run: bool = False
-    batch_size: int = 256
-    oneshot: bool = True
-    lease_ttl: float = 10.0
-    wait_lease: float = 0.0
-    min_replicas_ack: int = 0
-    replicas_ack_timeout: float = 1.0
-    log_format: str = "text"
-    log_level: str = "INFO"
+    keyspace: Keyspace
+    connect_timeout: float
+    guard: Guard
+    dry_run: bool
+    batch_size: int
+    oneshot: bool
+    lease_ttl: float
+    wait_lease: float
+    min_replicas_ack: int
+    replicas_ack_timeout: float
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, oneshot: bool) -> WriterOptions:
+        """The options the resolved settings ask for (`cfg`: an `assetmgr.config.Config`)."""
+        return cls(
+            endpoint=cfg.endpoint,
+            keyspace=cfg.keyspace,
+            connect_timeout=cfg.connect_timeout,
+            guard=Guard(cfg.max_prune_ratio, cfg.allow_mass_delete),
+            dry_run=bool(cfg.values.get("dry_run")),
+            batch_size=cfg.batch_size,
+            oneshot=oneshot,
+            lease_ttl=cfg.lease_ttl,
+            min_replicas_ack=cfg.min_replicas_ack,
+            replicas_ack_timeout=cfg.replicas_ack_timeout,
+            wait_lease=cfg.values.get("wait_lease") or 0.0,
+            log_format=cfg.log_format,
+            log_level=cfg.log_level,
+        )
 
 
 class Writer:
@@ -175,7 +198,7 @@ class Writer:
 
     @property
     def rejected(self) -> dict[str, str]:
-        """Path (printable, see `tree.shown`) -> reason for the files invalid on disk now."""
+        """Path (printable, see `printable.shown`) -> reason for the files invalid on disk now."""
         return {shown(path): reason for path, reason in self._rejected.items()}
 
     def rejected_paths(self) -> dict[str, str]:

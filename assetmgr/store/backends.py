@@ -22,10 +22,10 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from . import scripts
-from .keyspace import MANIFEST_FIELDS, SLOTS, Keyspace, Manifest, slot_of
-from .lease import Lease
-from .messages import Stored
+from assetmgr.messages import Stored
+from assetmgr.store import scripts
+from assetmgr.store.keyspace import MANIFEST_FIELDS, SLOTS, Keyspace, Manifest, slot_of
+from assetmgr.store.lease import Lease
 
 CHUNK_BYTES = 8 * 1024**2  # blob bytes per script call: keeps one call's latency bounded
 Asset = tuple[str, bytes, Manifest]  # path, blob, manifest

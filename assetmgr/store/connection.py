@@ -20,8 +20,8 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from . import metrics
-from .tls import TLS_SCHEMES, TlsRefused, ValkeyTls
+from assetmgr import metrics
+from assetmgr.store.tls import TLS_SCHEMES, TlsRefused, ValkeyTls
 
 Client = redis.Redis | RedisCluster
 

@@ -21,11 +21,10 @@ from typing import Any
 import redis
 from redis.exceptions import ClusterError, RedisClusterException
 
-from . import logs, metrics
-from .connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
-from .lease import Lease
-from .memory import Ceiling
-from .messages import (
+from assetmgr import logs, metrics
+from assetmgr.exitcodes import ExitCode
+from assetmgr.memory import Ceiling
+from assetmgr.messages import (
     Finish,
     Outcome,
     Plan,
@@ -33,7 +32,9 @@ from .messages import (
     ReportKind,
     SyncPoint,
 )
-from .writer import Pending, Writer, WriterOptions, log_plan
+from assetmgr.store.connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
+from assetmgr.store.lease import Lease
+from assetmgr.store.writer import Pending, Writer, WriterOptions, log_plan
 
 log = logging.getLogger("assetmgr.writer")
 
@@ -388,10 +389,10 @@ def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     _send(outbox.send, report)
     if report.outcome is Outcome.MISCONFIGURED and not opts.oneshot:
         log.error("configuration error: %s", report.error)
-        raise SystemExit(2)  # the supervisor's boot-error code: restarting would not help
+        raise SystemExit(ExitCode.USAGE)  # a boot error: restarting would not help
     if loop.refused and not opts.oneshot:
         log.error("%s", report.error)  # credentials or TLS: the supervisor stops, exit 3
-        raise SystemExit(3)
+        raise SystemExit(ExitCode.VALKEY)
 
 
 def _send(send: Callable[[Any], None], report: Report) -> None:
