@@ -96,7 +96,7 @@ def test_a_scan_watches_each_directory_so_later_files_are_seen(tmp_path):
     make_tree(tmp_path, 6)
     watches = Watches(str(tmp_path))
     try:
-        found = [p for chunk, _ in watches.scan() for p in chunk]
+        found = [p for chunk, _ in watches.walk() for p in chunk]
         assert len(found) == 6
         assert {"", "kind0", "kind0/sub0", "kind1/sub1", "kind2/sub0"} <= set(watches.by_dir)
         (tmp_path / "kind1" / "sub1" / "new.json").write_text("{}")

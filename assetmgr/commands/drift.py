@@ -72,7 +72,7 @@ def compare(cfg: Config, registry: Registry, limits: Limits) -> Drift:
     ks = cfg.keyspace
     store = open_store(client, ks)
     progress = oneshot.Progress(False)
-    oneshot.scan(cfg.root, registry, limits, cfg.workers, keep, progress)
+    oneshot.evaluate_tree(cfg.root, registry, limits, cfg.workers, keep, progress)
     manifests, blobs = ks.manifest_paths(client), ks.blob_paths(client)
     drift = Drift()
     stored_hash = _stored_hashes(store, sorted(manifests & blobs))

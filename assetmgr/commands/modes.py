@@ -46,13 +46,13 @@ def verify(cfg: Config, registry: Registry, limits: Limits) -> int:
         sys.stderr.write(f"assetmgr: configuration error: {problem}\n")
         return ExitCode.USAGE
     progress = oneshot.Progress(sys.stderr.isatty() and cfg.format == "text")
-    found = oneshot.scan(cfg.root, registry, limits, cfg.workers, _discard, progress)
+    found = oneshot.evaluate_tree(cfg.root, registry, limits, cfg.workers, _discard, progress)
     rejected = sorted(found.rejected.values(), key=lambda r: r.path)
     sys.stdout.write(_verify_text(cfg, found, rejected))
     return ExitCode.INVALID if rejected else ExitCode.OK
 
 
-def _verify_text(cfg: Config, found: oneshot.Scan, rejected: list[Rejected]) -> str:
+def _verify_text(cfg: Config, found: oneshot.Evaluation, rejected: list[Rejected]) -> str:
     if cfg.format == "json":
         doc = {
             "ok": not rejected,
@@ -106,10 +106,10 @@ def hydrate(cfg: Config, registry: Registry, limits: Limits) -> int:
     if cfg.dry_run:
         sys.stdout.write(_plan_text(plan))
     counts = " ".join(f"{k}={v}" for k, v in plan.counts().items())
-    seconds = result.scan.seconds
-    rate = len(result.scan.paths) / seconds if seconds else 0.0
+    seconds = result.evaluation.seconds
+    rate = len(result.evaluation.paths) / seconds if seconds else 0.0
     log.info(
-        f"{'dry run' if cfg.dry_run else 'hydrate'}: {len(result.scan.paths)} files in "
+        f"{'dry run' if cfg.dry_run else 'hydrate'}: {len(result.evaluation.paths)} files in "
         f"{seconds:.2f}s ({rate:,.0f}/s): {counts}"
     )
     if report.outcome is not Outcome.DONE:

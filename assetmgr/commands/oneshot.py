@@ -1,4 +1,5 @@
-"""`verify` and `hydrate`: one scan through the worker pool and, for hydrate, the writer.
+"""`verify` and `hydrate`: the tree evaluated once in the worker pool, for hydrate committed
+by the writer.
 
 The same pipeline as the daemon's (DESIGN §4), run once: the calling process plays the reader
 (walk the tree, feed the pool), the pool validates, a spawned writer process commits.
@@ -43,7 +44,7 @@ Sink = Callable[[Sequence[Result] | UnchangedPaths], None]
 
 
 @dataclass
-class Scan:
+class Evaluation:
     """What one pass over the tree found."""
 
     paths: set[str] = field(default_factory=set)
@@ -91,7 +92,7 @@ class ColdAware:
         return known
 
 
-def scan(
+def evaluate_tree(
     root: str,
     registry: Registry,
     limits: Limits,
@@ -99,14 +100,14 @@ def scan(
     sink: Sink,
     progress: Progress,
     lookup: tree.Lookup = tree.no_lookup,
-) -> Scan:
+) -> Evaluation:
     """Walk `root`, evaluate every candidate in the pool, hand each batch of results to `sink`.
 
     `lookup` gives, per chunk of paths, what Valkey already holds: a file whose stat signature
     is the stored one is Unchanged here, without a worker; one whose bytes hash to the stored
     hash is only hashed (see worker.inspect).
     """
-    found = Scan()
+    found = Evaluation()
     started = time.monotonic()
     seq = time.monotonic_ns()
     pool = Pool(workers, root, registry, limits, batch=64)
@@ -143,7 +144,7 @@ def scan(
     return found
 
 
-def _collect(pool: Pool, found: Scan, sink: Sink, timeout: float) -> int:
+def _collect(pool: Pool, found: Evaluation, sink: Sink, timeout: float) -> int:
     results = pool.collect(wait(pool.waitables(), timeout))  # type: ignore[arg-type]
     for r in results:
         if isinstance(r, Rejected):
@@ -158,7 +159,7 @@ def _collect(pool: Pool, found: Scan, sink: Sink, timeout: float) -> int:
 
 @dataclass
 class HydrateResult:
-    scan: Scan
+    evaluation: Evaluation
     report: Report
 
 
@@ -172,7 +173,8 @@ def hydrate(
     progress: Progress,
     lookup: tree.Lookup = tree.no_lookup,
 ) -> HydrateResult:
-    """Scan, commit through a writer process, prune; the writer's report says how it went."""
+    """Evaluate the tree, commit through a writer process, prune; the writer's report says
+    how it went."""
     # Forked: this process is single-threaded here, and a fork skips a fresh interpreter's
     # imports (a quarter second of CPU, a third of an unchanged re-hydrate).
     ctx = mp.get_context("fork")
@@ -190,7 +192,7 @@ def hydrate(
             writer_in.send(results)  # a list, or one UnchangedPaths: the writer iterates both
 
     try:
-        found = scan(root, registry, limits, workers, sink, progress, lookup)
+        found = evaluate_tree(root, registry, limits, workers, sink, progress, lookup)
         if prune and found.unlisted:
             log.warning(
                 "not pruning: %d directories could not be listed, what they hold is unknown",
@@ -201,7 +203,7 @@ def hydrate(
             writer_in.send(SyncPoint(started_seq, frozenset(found.paths), prune=prune))
             writer_in.send(Finish())
     except BrokenPipeError:
-        found = Scan()
+        found = Evaluation()
     finally:
         writer_in.close()
     try:

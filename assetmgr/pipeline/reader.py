@@ -1,7 +1,7 @@
 """The reader process: turns file events and scans into tasks, and results into writes.
 
 The per-path decisions (sequence numbers, one read in flight, bursts, settling, delete holds)
-are `schedule.Schedule`'s; the scans are `watcher.Watches.scan`. This is the shell around them:
+are `schedule.Schedule`'s; the walks are `watcher.Watches.walk`. This is the shell around them:
 it waits on inotify and the pool, feeds both to the schedule, and sends what it decided.
 `step(now)` is one loop iteration with an injectable clock (STYLE §7).
 """
@@ -180,7 +180,7 @@ class Reader:
         assert self.watches is not None
         listed: set[str] = set()
         problems: list[Rejected] = []
-        for chunk, stored in self.watches.scan(rel, lookup, problems.append):
+        for chunk, stored in self.watches.walk(rel, lookup, problems.append):
             listed.update(chunk)
             for path in chunk:
                 self.schedule.mark_dirty(path, now, stored.get(path))

@@ -118,7 +118,7 @@ class Watches:
         for name in [d for d in self.by_dir if d == rel or d.startswith(prefix) or rel == ""]:
             self._unalias(self.by_dir.pop(name), name)
 
-    def scan(
+    def walk(
         self,
         start: str = "",
         lookup: tree.Lookup = tree.no_lookup,
