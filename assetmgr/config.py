@@ -1,7 +1,7 @@
 """Every setting declared once: name, type, default, environment variable, help, validation.
 
 Precedence, highest first: command line > `ASSETMGR_<NAME>` environment > TOML config file >
-defaults (DESIGN §5). The same table builds the argparse options, the env lookup and the TOML
+defaults. The same table builds the argparse options, the env lookup and the TOML
 parser, so a setting cannot exist in one place and not another.
 """
 

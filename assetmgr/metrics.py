@@ -1,4 +1,4 @@
-"""Prometheus metrics of every process, aggregated by the supervisor (DESIGN §6).
+"""Prometheus metrics of every process, aggregated by the supervisor (docs/operating.md).
 
 The supervisor sets PROMETHEUS_MULTIPROC_DIR before it starts its children, so the reader, the
 workers and the writer record into per-pid files that `MultiProcessCollector` sums: counters of

@@ -1,4 +1,4 @@
-"""The assetmgr benchmark suite (issues 6 and 11, DESIGN §7): `make bench`, or
+"""The assetmgr benchmark suite (issues 6 and 11; targets: perf/README.md): `make bench`, or
 
     .venv/bin/python perf/bench.py [--sections cold,rehydrate,latency,burst,memory,scaling,cluster]
                                    [--repeat 3] [--quick | --smoke] [--out perf/results]
@@ -55,7 +55,7 @@ SMOKE = Profile(
     memory=300, memory_seconds=2, memory_rate=20, sizes=(100, 200, 300),
 )  # fmt: skip
 
-# (section, summary key, comparison, target, what issue 11 / DESIGN §7 asks)
+# (section, summary key, comparison, target, what issue 11 asks)
 TARGETS = [
     ("cold", "ratio_vs_naive", ">=", 10, "cold hydrate ≥ 10x naive loader"),
     ("cold", "ratio_vs_ideal", ">=", 0.6, "cold hydrate ≥ 0.6x ideal"),

@@ -213,7 +213,7 @@ def print_cold(report: dict[str, Any], top: int) -> None:
 def native_report(root: Path, meta: corpus.Meta, repeat: int) -> dict[str, Any]:
     """What a native draft-07 engine (jsonschema-rs, perf extra) would change: its check of
     the large assets next to the project's fastjsonschema one, and whether the two reach the
-    same verdict on every file of the corpus that parses. Evidence for a decision DESIGN §3
+    same verdict on every file of the corpus that parses. Evidence for a decision the schema rules
     makes (fastjsonschema); nothing in assetmgr/ uses it."""
     import jsonschema_rs
 

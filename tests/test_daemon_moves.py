@@ -190,7 +190,7 @@ def new_generation(target: Path) -> Path:
     """The example tree, one release later: an edit, a removal and an addition.
 
     Most paths are kept: a new root that shares less than half of the stored assets is a mass
-    deletion the guard refuses (DESIGN §2.5), which is not what these scenarios are about.
+    deletion the guard refuses (max_prune_ratio), which is not what these scenarios are about.
     """
     shutil.copytree(EXAMPLES, target)
     cost = target / "weights" / "cost.json"

@@ -37,7 +37,7 @@ seeds = sorted(p.read_bytes() for p in EXAMPLES.rglob("*.json") if p.stat().st_s
 
 
 def strictly_valid(data: bytes, limits: Limits) -> Any:
-    """An independent reading of the strictness rules (DESIGN §3); raises when one fails."""
+    """An independent reading of the strictness rules; raises when one fails."""
     assert not data.startswith(b"\xef\xbb\xbf")
     text = data.decode("utf-8")
 

@@ -1,7 +1,7 @@
 """Hostile trees (issue 10): what a tree writer can do to assetmgr, against a real Valkey.
 
 Each scenario is bounded in time (every run has a deadline) and memory (peak RSS measured),
-is reported (one line per rejected path in every report format) or ignored where DESIGN §3
+is reported (one line per rejected path in every report format) or ignored where the asset rules
 says so, never makes assetmgr read outside the root (inotify shows the kernel saw no open or
 read of the outside files), and never deletes a valid key.
 """
@@ -287,7 +287,7 @@ def protected_hardlinks() -> bool:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root+setpriv")
 def test_hard_links_show_a_tree_writer_nothing_they_could_not_read(valkey):
-    # A hard link is a regular file inside the root to the kernel. The policy (README,
+    # A hard link is a regular file inside the root to the kernel. The policy (docs/security.md,
     # Security): with fs.protected_hardlinks on, only a file's owner or someone who may read
     # and write it can link it, so a link exposes nothing its maker could not copy; assetmgr
     # accepts it. With the sysctl off it rejects every file with more than one link.
@@ -338,7 +338,7 @@ def test_100000_files_in_one_directory_hydrate_in_bounded_memory(valkey, tmp_pat
     client = valkey.client()
     assert client.get("asset:blob:bulk/f099999.json") is not None
     assert sum(1 for _ in client.scan_iter(match="v4:manifest:*", count=10_000)) == 100_000
-    assert run.peak_rss_mb < 300, run.peak_rss_mb  # DESIGN §7: all processes under 300 MB
+    assert run.peak_rss_mb < 300, run.peak_rss_mb  # the target: all processes under 300 MB
 
 
 # -- a directory made unreadable before and during a scan ------------------------------------

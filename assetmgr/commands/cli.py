@@ -1,6 +1,6 @@
 """The command line: parse, resolve settings, run one mode, map the outcome to an exit code.
 
-Exit codes (DESIGN §5): 0 success; 1 some assets invalid; 2 usage or configuration error;
+Exit codes (exitcodes.py): 0 success; 1 some assets invalid; 2 usage or configuration error;
 3 Valkey unreachable or a write failed; 4 refused by a safety guard.
 """
 

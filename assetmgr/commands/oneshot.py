@@ -1,8 +1,8 @@
 """`verify` and `hydrate`: the tree evaluated once in the worker pool, for hydrate committed
 by the writer.
 
-The same pipeline as the daemon's (DESIGN §4), run once: the calling process plays the reader
-(walk the tree, feed the pool), the pool validates, a spawned writer process commits.
+The same pipeline as the daemon's, run once: the calling process plays the reader
+(walk the tree, feed the pool), the pool validates, a forked writer process commits.
 """
 
 from __future__ import annotations

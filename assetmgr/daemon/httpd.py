@@ -1,4 +1,4 @@
-"""The supervisor's HTTP endpoint: /metrics, /healthz, /readyz, /status (DESIGN §6).
+"""The supervisor's HTTP endpoint: /metrics, /healthz, /readyz, /status.
 
 It runs in a thread of the supervisor and only reads snapshots: the state the supervisor keeps,
 and the children's gauges in the metrics directory (the writer's `assetmgr_valkey_up`, the queue

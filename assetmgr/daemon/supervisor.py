@@ -1,6 +1,6 @@
 """The supervisor: starts the reader and the writer, restarts them, handles signals and health.
 
-Signal handlers only record the signal and wake the loop through the wakeup fd (STYLE §3);
+Signal handlers only record the signal and wake the loop through the wakeup fd, never log or work;
 `loop_once` dispatches to `handle_<signal>`. The reader and the writer are restarted as a pair:
 the new reader's first full scan re-reads the tree, so nothing is lost in between and nothing
 unchanged is rewritten. A pair that keeps dying at start stops the daemon with exit code 2.

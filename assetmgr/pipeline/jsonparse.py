@@ -1,4 +1,4 @@
-"""Strict JSON: what DESIGN §3 refuses that a lenient parser lets through, named exactly.
+"""Strict JSON: what assetmgr refuses that a lenient parser lets through, named exactly.
 
 UTF-8 only, no byte order mark, no duplicate object key, no NaN/Infinity and no number a
 double cannot hold (what orjson, the shipped client, and JavaScript read), no half surrogate

@@ -3,7 +3,7 @@
 The per-path decisions (sequence numbers, one read in flight, bursts, settling, delete holds)
 are `schedule.Schedule`'s; the walks are `watcher.Watches.walk`. This is the shell around them:
 it waits on inotify and the pool, feeds both to the schedule, and sends what it decided.
-`step(now)` is one loop iteration with an injectable clock (STYLE §7).
+`step(now)` is one loop iteration with an injectable clock: tests need not sleep.
 """
 
 from __future__ import annotations

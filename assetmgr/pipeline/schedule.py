@@ -5,7 +5,7 @@ doubles as the event time for the propagation metric), at most one read in fligh
 arrive meanwhile coalesce into one re-read), a burst cool-down, a settle deadline for files
 still being written, and a hold for deletes, which are confirmed against the disk before they
 are sent. Pure: no processes, no inotify, no Valkey; every call takes the caller's `now`
-(STYLE §7), so tests drive it with any clock.
+and keeps no clock of its own, so tests drive it with any clock.
 """
 
 from __future__ import annotations

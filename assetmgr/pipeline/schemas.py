@@ -2,7 +2,7 @@
 
 `$ref` resolves only to files inside the schemas directory. Every reference is checked before
 compiling, and the resolver's handlers refuse anything else, so no network connection is ever
-attempted (DESIGN §3). A schema that fails to load or compile is a configuration error.
+attempted. A schema that fails to load or compile is a configuration error.
 """
 
 from __future__ import annotations

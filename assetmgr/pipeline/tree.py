@@ -1,4 +1,4 @@
-"""Which files under the root are assets, and walking the tree to find them (DESIGN §3).
+"""Which files under the root are assets, and walking the tree to find them.
 
 An asset is a `*.json` entry below the root. A path component starting with `.` or `#`, or
 ending with `~`, hides itself and everything under it: editor swap and backup files, rsync

@@ -1,4 +1,4 @@
-"""The per-file work: bytes in → verdict, blob and hash out (DESIGN §3).
+"""The per-file work: bytes in → verdict, blob and hash out.
 
 `evaluate` is a pure function of a path and its bytes; `inspect` adds the one careful read of a
 file from disk. Both return values, never raise, for anything a file can be: a rejection is a
@@ -154,7 +154,7 @@ def _read_settled(root: str, full: str, limits: Limits) -> tuple[bytes, str, int
     was rewritten while it was read (its size, inode or times moved) is read again.
 
     One limit: a same-size rewrite in place within one tick of the file-time clock cannot be
-    told from the file's metadata (README, Security). The daemon reads again at its close.
+    told from the file's metadata (docs/security.md). The daemon reads again at its close.
     """
     for _ in range(READ_TRIES):
         started = time.time_ns()

@@ -3,7 +3,7 @@
 `Store` is one server (standalone, or the primary a Sentinel names): each asset's blob,
 manifest and publish commit in one atomic script fenced by the lease token, many assets per
 pipelined round trip. `ClusterStore` is Valkey Cluster: the two keys of an asset usually live
-in different slots (DESIGN §1 fixes their names), so it writes the blobs first and the
+in different slots (their names are a contract), so it writes the blobs first and the
 manifests and publishes second, each grouped by slot into scripts and by node into one round
 trip, fenced by the lease epoch (scripts.py). A reader can then see a new blob beside an old
 manifest for one round trip; `AssetClient` verifies the hash and retries. With

@@ -1,6 +1,6 @@
 """Valkey connections: opened from a URL, kept up with backoff, printed without secrets.
 
-Children receive URLs, never clients, and open their connection after fork (STYLE §6).
+Children receive URLs, never clients, and open their connection after fork, never sharing a socket.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Every Valkey key and channel name, and the manifest record layout, in one place.
 
-Other services read this keyspace; the names are a contract (DESIGN §1). The only knob is one
+Other services read this keyspace; its names are a contract (docs/keyspace.md). The only knob is one
 prefix, prepended to every key and channel, so several trees can share one Valkey.
 """
 

@@ -1,4 +1,4 @@
-"""The writer lease: one active writer across hosts (DESIGN §2.1).
+"""The writer lease: one active writer across hosts.
 
 `SET lease token NX PX ttl` elects a writer; the holder renews it every third of the TTL. The
 token (host:pid:random) is also checked inside every commit script, in the same atomic step as

@@ -1,5 +1,5 @@
 """What a scan asks Valkey before it reads a file: the hash stored for each path, so a file whose
-size and mtime match what was stored is not read again. Read-only, and only a hint: the commit
+stat signature matches what was stored is not read again. Read-only, and only a hint: the commit
 script compares hashes again before it writes anything."""
 
 from __future__ import annotations

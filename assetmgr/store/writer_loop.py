@@ -1,7 +1,7 @@
 """The writer process: reads results from the reader, commits them with `Writer`, reports.
 
 It owns the only writing Valkey connection of the daemon, opened here after the process started
-(STYLE §6), and writes only while it holds the lease; otherwise it is a hot standby that keeps
+and writes only while it holds the lease; otherwise it is a hot standby that keeps
 the view of the disk (rejections, sync state) and discards writes, asking for a full rescan
 when it takes over. While Valkey is unreachable it keeps the newest result per path, up to a
 bound beyond which it drops them and rescans once Valkey is back; it retries with capped,
