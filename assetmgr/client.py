@@ -18,8 +18,6 @@ manifest. `watch` yields every asset once at (re)connection, then each update.
 from __future__ import annotations
 
 import hashlib
-import random
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +26,13 @@ import orjson
 import redis
 import zstandard
 
+from assetmgr.backoff import Backoff
 from assetmgr.store.backends import open_store
 from assetmgr.store.connection import Client, Endpoint, connect
 from assetmgr.store.keyspace import CODEC, Keyspace, Manifest
 
 TORN_RETRY_SECONDS = 2.0  # a cluster commit's two steps are one round trip apart
+TORN_PAUSE, TORN_PAUSE_MAX = 0.005, 0.1  # seconds; a torn read is retried at once, then less
 
 
 class IntegrityError(Exception):
@@ -89,8 +89,8 @@ class AssetClient:
         """Read many assets in one MULTI; each is verified, mismatches are re-read."""
         result: dict[str, Asset | None] = {}
         todo = list(paths)
-        deadline = time.monotonic() + TORN_RETRY_SECONDS
-        attempt = 0
+        backoff = Backoff(TORN_PAUSE, TORN_PAUSE_MAX, step=TORN_PAUSE, jitter=(0.5, 1.0))
+        deadline = backoff.clock() + TORN_RETRY_SECONDS
         while True:
             torn = []
             for path, raw in zip(todo, self.store.read_pairs(todo), strict=True):
@@ -105,11 +105,9 @@ class AssetClient:
                     result[path] = asset
             if not torn:
                 return result
-            if time.monotonic() > deadline:
+            if not backoff.pause(deadline):
                 raise IntegrityError(f"{torn[0]}: blob does not match its manifest")
             todo = torn
-            attempt += 1
-            time.sleep(min(0.005 * attempt, 0.1) * random.uniform(0.5, 1.0))
 
     def _decode(self, path: str, fields: dict[bytes, bytes], blob: bytes | None) -> Asset | None:
         """The asset, or None when manifest and blob disagree (torn or half-present)."""
@@ -132,6 +130,7 @@ class AssetClient:
 
     def watch(self, reconnect_delay: float = 0.5) -> Iterator[Update]:
         """Every asset once (resync), then every update; after a disconnect, resync again."""
+        backoff = Backoff(reconnect_delay, jitter=(0.5, 1.5))
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
@@ -145,7 +144,7 @@ class AssetClient:
                         path = message["data"].decode()
                         yield Update(path, self._get_lenient(path))
             except (redis.ConnectionError, redis.TimeoutError):
-                time.sleep(reconnect_delay * random.uniform(0.5, 1.5))
+                backoff.pause()
             finally:
                 pubsub.close()
 
