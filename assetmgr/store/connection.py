@@ -5,10 +5,9 @@ Children receive URLs, never clients, and open their connection after fork, neve
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import random
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
@@ -21,6 +20,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from assetmgr import metrics
+from assetmgr.backoff import Backoff
 from assetmgr.store.tls import TLS_SCHEMES, TlsHandshakeError, ValkeyTls
 
 Client = redis.Redis | RedisCluster
@@ -205,9 +205,8 @@ def connect(
     mode = endpoint.cluster_mode
     if mode == "on":
         return _cluster(url, kwargs)
-    single = redis.Redis(
-        connection_pool=redis.ConnectionPool.from_url(_without_secret(url), **kwargs)
-    )
+    # The client owns its pool (from_pool): closing the client closes its connections.
+    single = redis.Redis.from_pool(redis.ConnectionPool.from_url(_without_secret(url), **kwargs))
     if mode == "off":
         return single
     if _cluster_enabled(single):
@@ -307,11 +306,17 @@ class ValkeyUnavailable(Exception):
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 
 
+def link_backoff() -> Backoff:
+    """Capped, jittered exponential backoff between connection attempts."""
+    return Backoff(BACKOFF_MIN, BACKOFF_MAX, factor=2.0, jitter=(0.5, 1.0))
+
+
 class Link:
-    """A writing connection to Valkey that may come and go.
+    """A writing connection to Valkey that may come and go, and the client it hands out.
 
     Retries with capped, jittered exponential backoff, logs an outage once and its end once,
     and keeps `assetmgr_valkey_up` current. Bad credentials are final (ValkeyUnavailable).
+    The client is the link's: a reconnect closes the one it replaces, and so does `close`.
     """
 
     def __init__(self, endpoint: Endpoint, timeout: float, log: logging.Logger) -> None:
@@ -320,7 +325,8 @@ class Link:
         self.timeout = timeout
         self.log = log
         self.online = False
-        self.delay = BACKOFF_MIN
+        self.client: Client | None = None
+        self.backoff = link_backoff()
         self.next_attempt = 0.0
         self._down_logged = False
 
@@ -346,13 +352,11 @@ class Link:
 
     def wait_online(self, deadline: float) -> Client:
         """Connect, retrying with backoff until `deadline` (a one-shot run), else fail."""
-        delay = BACKOFF_MIN
+        backoff = link_backoff()
         while isinstance(outcome := self.open(), str):
             self.lost(outcome)
-            if time.monotonic() + delay > deadline:
+            if not backoff.pause(deadline):
                 raise ValkeyUnavailable(outcome)
-            time.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BACKOFF_MAX)
         return self._up(outcome)
 
     def retry(self, now: float) -> Client | None:
@@ -362,8 +366,7 @@ class Link:
         outcome = self.open()
         if isinstance(outcome, str):
             self.lost(outcome)
-            self.next_attempt = now + self.delay * random.uniform(0.5, 1.0)
-            self.delay = min(self.delay * 2, BACKOFF_MAX)
+            self.next_attempt = now + self.backoff.next()
             return None
         return self._up(outcome)
 
@@ -377,14 +380,28 @@ class Link:
             self.log.error(reason + "; retrying")
             self._down_logged = True
 
+    def close(self) -> None:
+        """Close the client handed out last; the link is offline until it reconnects."""
+        self.online = False
+        self._replace(None)
+
     def _up(self, client: Client) -> Client:
+        self._replace(client)
         self.online = True
-        self.delay = BACKOFF_MIN
+        self.backoff.reset()
         metrics.VALKEY_UP.set(1)
         if self._down_logged:
             self.log.warning("Valkey reachable again", extra={"url": redact(self.url)})
         self._down_logged = False
         return client
+
+    def _replace(self, client: Client | None) -> None:
+        """Hand out `client` from now on; the one before it is closed (its sockets, a
+        cluster's to every node), whatever state a cut connection left it in."""
+        old, self.client = self.client, client
+        if old is not None and old is not client:
+            with contextlib.suppress(redis.RedisError, OSError):
+                old.close()
 
 
 def one_line(error: BaseException | str) -> str:
