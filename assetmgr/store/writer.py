@@ -8,8 +8,6 @@ calls share one pipelined round trip. `serve` (in `writer_loop.py`) runs it as a
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -160,16 +158,18 @@ class Writer:
         self.min_acks = min_acks
         self.ack_timeout = ack_timeout
         self._unconfirmed: dict[str, int] = {}  # committed, not acknowledged: first outcome
-        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.identity = lease.identity
         self.applied: dict[str, int] = {}  # path -> seq of the newest result applied
         self._rejected: dict[str, str] = {}  # path -> reason, while the file on disk is invalid
 
     @classmethod
-    def configured(cls, opts: WriterOptions, lease: Lease) -> Writer:
+    def configured(cls, opts: WriterOptions) -> Writer:
+        """The writer the options ask for, with its lease."""
+        ks = opts.keyspace
         return cls(
-            opts.keyspace,
+            ks,
             opts.guard,
-            lease,
+            Lease(ks.lease, ks.epoch, opts.lease_ttl),
             dry_run=opts.dry_run,
             min_acks=opts.min_replicas_ack,
             ack_timeout=opts.replicas_ack_timeout,

@@ -33,7 +33,7 @@ from assetmgr.messages import (
     SyncPoint,
 )
 from assetmgr.store.connection import Client, Link, ValkeyMisconfigured, ValkeyUnavailable, one_line
-from assetmgr.store.lease import Lease
+from assetmgr.store.lease import Lease, Turn
 from assetmgr.store.writer import Pending, Writer, WriterOptions, log_plan
 
 log = logging.getLogger("assetmgr.writer")
@@ -54,11 +54,8 @@ class WriterLoop:
         self.plan = Plan()
         self.pending = Pending()
         self.syncs: list[SyncPoint] = []
-        ks = opts.keyspace
-        self.lease = Lease(ks.lease, ks.epoch, opts.lease_ttl)
-        self.writer = Writer.configured(opts, self.lease)
+        self.writer = Writer.configured(opts)
         self.link = Link(opts.endpoint, opts.connect_timeout, log)
-        self.bound = False  # the writer has had a connection (the lease's state is known)
         self.counts: dict[str, int] = {}
         self.live: set[str] = set()  # paths whose valid content Valkey holds
         self.finished = False
@@ -74,30 +71,29 @@ class WriterLoop:
         self.failing_since: float | None = None  # no batch has committed since then
 
     @property
+    def lease(self) -> Lease:
+        """The writer's lease, which keeps its own state: this loop only asks it."""
+        return self.writer.lease
+
+    @property
     def leader(self) -> bool:
-        return self.bound and self.lease.held
+        return self.lease.held
 
     # -- connection and lease ---------------------------------------------------------------
 
     def _online(self, client: Client) -> None:
         self.writer.bind(client)  # the same writer and lease token, reconnected
         self.next_marker_check = 0.0
-        first, self.bound = not self.bound, True
-        if not first and self.leader and not self.lease.renew():
+        if self.leader and not self.lease.renew():
             self._step_down("the lease expired while Valkey was unreachable")
 
     def tick_lease(self, now: float) -> None:
-        """Renew the lease when due, or try to take it; report a change of role."""
-        if self.leader:
-            if now >= self.lease.next_renew and not self.lease.renew(now):
-                self._step_down("lease lost")
-            return
-        if now < self.lease.next_renew or self.opts.oneshot:
-            return  # a one-shot run took the lease at start, or it stopped when it lost it
-        if not self.lease.acquire(now):
-            self.lease.next_renew = now + min(self.lease.renew_every, 0.5)
-            return
-        if self._took_lease() and self.needs_rescan:
+        """Renew the lease when due, or try to take it; report a change of role. A one-shot
+        run took the lease at start, or it stopped when it lost it."""
+        turn = self.lease.step(now, take=not self.opts.oneshot)
+        if turn is Turn.LOST:
+            self._step_down("lease lost")
+        elif turn is Turn.TOOK and self._took_lease() and self.needs_rescan:
             self._request_rescan("took over the writer lease")
 
     def _took_lease(self) -> bool:
@@ -105,7 +101,7 @@ class WriterLoop:
         try:
             newer = self.writer.raise_fences()
         except BaseException:
-            self.lease.held = False  # not a leader until the fences are up: the next try redoes it
+            self.lease.drop()  # not a leader until the fences are up: the next try redoes it
             raise
         if newer:
             self._step_down(f"a newer writer holds the fences: {newer}")
@@ -114,7 +110,7 @@ class WriterLoop:
         log.log(
             logging.DEBUG if self.opts.oneshot else logging.INFO,
             "holding the writer lease",
-            extra={"holder": self.lease.token.rsplit(":", 1)[0], "epoch": self.lease.epoch},
+            extra={"holder": self.lease.identity, "epoch": self.lease.epoch},
         )
         self._report(ReportKind.ROLE)
         return True
@@ -122,7 +118,7 @@ class WriterLoop:
     def _step_down(self, why: str) -> None:
         holder = self.lease.holder()
         log.warning("standing by: %s", why, extra={"holder": str(holder) if holder else "-"})
-        self.lease.held = False
+        self.lease.drop()
         metrics.LEADER.set(0)
         if self.opts.oneshot:
             self._stop(Outcome.REFUSED, f"lost the writer lease during the run: {why}")
