@@ -21,17 +21,18 @@ from assetmgr.store.backends import Upsert, open_store
 from assetmgr.store.connection import Client, Endpoint
 from assetmgr.store.keyspace import Keyspace, Manifest
 from assetmgr.store.lease import Lease
+from assetmgr.store.policy import Daemon, OneShot, Policy
 
 log = logging.getLogger("assetmgr.writer")
 
 
-def log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str], bulk: bool = False) -> None:
-    """One line per committed change; a one-shot run (or a daemon's first hydration, `bulk`)
-    logs them at debug and sums up instead.
+def log_plan(plan: Plan, quiet: bool, was_rejected: dict[str, str], bulk: bool = False) -> None:
+    """One line per committed change; a `quiet` run (a one-shot command, which sums up
+    instead) or a daemon's first hydration (`bulk`) logs them at debug.
 
     A daemon warns when a file turns invalid (or its reason changes), not at every rescan.
     """
-    level = logging.DEBUG if oneshot or bulk else logging.INFO
+    level = logging.DEBUG if quiet or bulk else logging.INFO
     for outcome, paths in (
         ("added", plan.added),
         ("updated", plan.updated),
@@ -43,7 +44,7 @@ def log_plan(plan: Plan, oneshot: bool, was_rejected: dict[str, str], bulk: bool
                 extra["ms"] = round(plan.took_ms[path], 1)
             log.log(level, outcome, extra=extra)
     for path, reason in plan.invalid.items():
-        again = oneshot or was_rejected.get(path) == reason
+        again = quiet or was_rejected.get(path) == reason
         log.log(
             logging.DEBUG if again else logging.WARNING,
             "rejected",
@@ -109,9 +110,8 @@ class WriterOptions:
     guard: Guard
     dry_run: bool
     batch_size: int
-    oneshot: bool
+    policy: Policy
     lease_ttl: float
-    wait_lease: float
     min_replicas_ack: int
     replicas_ack_timeout: float
     log_format: str
@@ -119,7 +119,9 @@ class WriterOptions:
 
     @classmethod
     def from_config(cls, cfg: Any, *, oneshot: bool) -> WriterOptions:
-        """The options the resolved settings ask for (`cfg`: an `assetmgr.config.Config`)."""
+        """The options the resolved settings ask for (`cfg`: an `assetmgr.config.Config`), for
+        a one-shot command or for the daemon."""
+        policy = OneShot(cfg.values.get("wait_lease") or 0.0) if oneshot else Daemon()
         return cls(
             endpoint=cfg.endpoint,
             keyspace=cfg.keyspace,
@@ -127,11 +129,10 @@ class WriterOptions:
             guard=Guard(cfg.max_prune_ratio, cfg.allow_mass_delete),
             dry_run=bool(cfg.values.get("dry_run")),
             batch_size=cfg.batch_size,
-            oneshot=oneshot,
+            policy=policy,
             lease_ttl=cfg.lease_ttl,
             min_replicas_ack=cfg.min_replicas_ack,
             replicas_ack_timeout=cfg.replicas_ack_timeout,
-            wait_lease=cfg.values.get("wait_lease") or 0.0,
             log_format=cfg.log_format,
             log_level=cfg.log_level,
         )

@@ -59,7 +59,7 @@ class WriterLoop:
         self.counts: dict[str, int] = {}
         self.live: set[str] = set()  # paths whose valid content Valkey holds
         self.finished = False
-        self.stopped: Report | None = None  # why a one-shot run must end now
+        self.stopped: Report | None = None  # why a run that cannot stand by must end now
         self.refused = False  # Valkey refused us for good: credentials, TLS
         self.needs_rescan = False
         self.synced_run_id: str | None = None
@@ -81,16 +81,16 @@ class WriterLoop:
 
     # -- connection and lease ---------------------------------------------------------------
 
-    def _online(self, client: Client) -> None:
+    def _online(self, client: Client, now: float) -> None:
         self.writer.bind(client)  # the same writer and lease token, reconnected
         self.next_marker_check = 0.0
-        if self.leader and not self.lease.renew():
+        if self.leader and not self.lease.renew(now):
             self._step_down("the lease expired while Valkey was unreachable")
 
     def tick_lease(self, now: float) -> None:
-        """Renew the lease when due, or try to take it; report a change of role. A one-shot
-        run took the lease at start, or it stopped when it lost it."""
-        turn = self.lease.step(now, take=not self.opts.oneshot)
+        """Renew the lease when due, or (a standby) try to take it; report a change of role.
+        A run that cannot stand by took the lease at start, or stopped when it lost it."""
+        turn = self.lease.step(now, take=self.opts.policy.standby)
         if turn is Turn.LOST:
             self._step_down("lease lost")
         elif turn is Turn.TOOK and self._took_lease() and self.needs_rescan:
@@ -108,7 +108,7 @@ class WriterLoop:
             return False
         metrics.LEADER.set(1)
         log.log(
-            logging.DEBUG if self.opts.oneshot else logging.INFO,
+            logging.DEBUG if self.opts.policy.quiet else logging.INFO,
             "holding the writer lease",
             extra={"holder": self.lease.identity, "epoch": self.lease.epoch},
         )
@@ -120,7 +120,7 @@ class WriterLoop:
         log.warning("standing by: %s", why, extra={"holder": str(holder) if holder else "-"})
         self.lease.drop()
         metrics.LEADER.set(0)
-        if self.opts.oneshot:
+        if not self.opts.policy.standby:
             self._stop(Outcome.REFUSED, f"lost the writer lease during the run: {why}")
             return
         self._drop_pending()
@@ -171,7 +171,8 @@ class WriterLoop:
             for item in message:
                 self.pending.add(item)
                 taken += 1
-        if self.pending.bytes > PENDING_MAX_BYTES and not self.opts.oneshot:
+        # Over the bound, a run that reports can drop the writes: a rescan it asks for redoes them.
+        if self.pending.bytes > PENDING_MAX_BYTES and self.opts.policy.reports:
             log.error(
                 "write buffer over %d MiB; dropping it until Valkey is back",
                 PENDING_MAX_BYTES >> 20,
@@ -179,7 +180,7 @@ class WriterLoop:
             self._drop_pending()
         metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
 
-    def flush(self) -> None:
+    def flush(self, now: float) -> None:
         if not self.leader and not self.opts.dry_run:
             self._standby_flush()
             return
@@ -188,7 +189,7 @@ class WriterLoop:
         for i in range(0, len(items), self.opts.batch_size):
             chunk = items[i : i + self.opts.batch_size]
             done = self.writer.apply(chunk)
-            if self._not_committed(done):
+            if self._not_committed(done, now):
                 return
             self.pending.remove(chunk)
             self.failing_since = None
@@ -197,7 +198,7 @@ class WriterLoop:
         while self.syncs:
             sync = self.syncs[0]  # dropped once recorded: a cut connection retries it whole
             pruned = self.writer.prune(sync, self.opts.batch_size) if sync.prune else Plan()
-            if self._not_committed(pruned):
+            if self._not_committed(pruned, now):
                 return
             if pruned.refused:
                 log.error("prune refused: %s", pruned.refused)
@@ -211,18 +212,17 @@ class WriterLoop:
             self._report(ReportKind.SYNCED)
         self._after_flush(rejected_before)
 
-    def _not_committed(self, done: Plan) -> bool:
+    def _not_committed(self, done: Plan, now: float) -> bool:
         """A fenced commit steps down; an unacknowledged one is retried. Both stay pending."""
         if done.fenced:
             self._step_down(f"commit fenced: {done.fenced}")
         elif done.unacked:
-            self._unacked(done.unacked)
+            self._unacked(done.unacked, now)
         return bool(done.fenced or done.unacked)
 
-    def _unacked(self, count: int) -> None:
+    def _unacked(self, count: int, now: float) -> None:
         """Too few replicas acknowledged: the batch stays pending and is sent again soon; a
-        one-shot run gives up after connect_timeout."""
-        now = time.monotonic()
+        run that does not retry gives up after connect_timeout."""
         if self.unacked_since is None:
             self.unacked_since = now
             log.warning(
@@ -230,7 +230,7 @@ class WriterLoop:
                 count,
                 self.opts.min_replicas_ack,
             )
-        if self.opts.oneshot and now - self.unacked_since > self.opts.connect_timeout:
+        if not self.opts.policy.retries and now - self.unacked_since > self.opts.connect_timeout:
             self._stop(
                 Outcome.VALKEY_FAILED,
                 f"fewer than {self.opts.min_replicas_ack} replicas acknowledged the writes",
@@ -257,19 +257,20 @@ class WriterLoop:
         metrics.ASSETS.labels("invalid").set(len(rejected))
 
     def _record(self, done: Plan, was_rejected: dict[str, str] | None = None) -> None:
-        """A one-shot run keeps the whole plan for its report; a daemon keeps counts only."""
-        log_plan(done, self.opts.oneshot, was_rejected or {}, bulk=not self.hydrated)
+        """A run that reports as it goes keeps counts only; one that does not keeps the whole
+        plan for its final report."""
+        log_plan(done, self.opts.policy.quiet, was_rejected or {}, bulk=not self.hydrated)
         for key, value in done.counts().items():
             self.counts[key] = self.counts.get(key, 0) + value
         self.live.update(done.added + done.updated + done.unchanged)
         self.live.difference_update(done.deleted)
-        if self.opts.oneshot:
-            self.plan.merge(done)
-        else:
+        if self.opts.policy.reports:
             self.plan.refused = done.refused or self.plan.refused
+        else:
+            self.plan.merge(done)
 
     def _report(self, kind: ReportKind) -> None:
-        if self.opts.oneshot:
+        if not self.opts.policy.reports:
             return
         rejected = self.writer.rejected
         # The plan's counts are cumulative; "valid" and "invalid" are what holds now.
@@ -282,8 +283,8 @@ class WriterLoop:
 
     def run(self) -> Report:
         try:
-            if self.opts.oneshot:
-                self._start_oneshot(time.monotonic() + self.opts.connect_timeout)
+            if not self.opts.policy.standby:
+                self._take_lease_first(time.monotonic() + self.opts.connect_timeout)
             while self.stopped is None and not (
                 self.finished and not self.pending and not self.syncs
             ):
@@ -299,27 +300,29 @@ class WriterLoop:
             )
         finally:
             self._release()
+            self.link.close()
         if self.stopped is not None:
             return self.stopped
-        refused = bool(self.plan.refused and self.opts.oneshot)
+        refused = bool(self.plan.refused and not self.opts.policy.reports)
         outcome = Outcome.REFUSED if refused else Outcome.DONE
         return Report(self.plan, outcome, self.plan.refused, rejected=self.writer.rejected)
 
-    def _start_oneshot(self, deadline: float) -> None:
-        """Connect and take the lease, through cut connections, until `deadline`."""
+    def _take_lease_first(self, deadline: float) -> None:
+        """Connect and take the lease, through cut connections, until `deadline`: a run
+        that cannot stand by holds the lease before it reads its input, or refuses."""
         while True:
             try:
-                self._online(self.link.wait_online(deadline))
+                self._online(self.link.wait_online(deadline), time.monotonic())
                 if not self.opts.dry_run:
-                    self._oneshot_lease()
+                    self._wait_lease()
                 return
             except TRANSIENT as e:
                 self.link.lost(f"lost the Valkey connection: {one_line(e)}")
                 if time.monotonic() > deadline:
                     raise ValkeyUnavailable(f"cannot reach Valkey: {one_line(e)}") from None
 
-    def _oneshot_lease(self) -> None:
-        if self.lease.wait(self.opts.wait_lease):
+    def _wait_lease(self) -> None:
+        if self.lease.wait(self.opts.policy.wait_lease):
             self._took_lease()
             return
         holder = self.lease.holder()
@@ -327,44 +330,46 @@ class WriterLoop:
             Outcome.REFUSED, f"another writer holds the lease ({holder}); try --wait-lease SECONDS"
         )
 
-    def step(self) -> None:
+    def step(self, now: float | None = None) -> None:
+        """One iteration: take input (waiting a moment for it), then act as of `now`."""
         self.receive(0.05 if self.pending else 0.2)
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         try:
             if not self.link.online:
                 client = self.link.retry(now)
                 if client is None:
                     metrics.QUEUE_DEPTH.labels("write").set(len(self.pending))
                     return
-                self._online(client)
+                self._online(client, now)
             if not self.opts.dry_run:
                 self.tick_lease(now)
             if self.leader:
                 self.check_marker(now)
             if (self.pending or self.syncs) and now >= self.paused_until:
-                self.flush()
+                self.flush(now)
                 self.ceiling.check()
         except redis.ResponseError as e:
             # Valkey refused a command (an ACL without a needed command, OOM): the writes
-            # stay pending; a one-shot run reports it, a daemon retries after a pause.
-            if self.opts.oneshot:
+            # stay pending; a run that does not retry reports it, one that does pauses.
+            if not self.opts.policy.retries:
                 raise ValkeyUnavailable(f"Valkey refused the write: {one_line(e)}") from None
             log.error("Valkey refused the write, retrying: %s", one_line(e))
             self.paused_until = now + REFUSED_PAUSE
         except TRANSIENT as e:
             # The cut batch stays pending and is sent again whole on a new connection (the
-            # commit scripts are idempotent); a one-shot run gives up after connect_timeout.
-            # In a cluster, a failover or a slot migration that outlasts redis-py's own
-            # retries ("TTL exhausted") is the same: reconnect, which re-reads the slot map.
-            # Reconnecting may succeed while the batch keeps failing (a slot stuck half
-            # migrated): a one-shot run also gives up when nothing committed for as long.
+            # commit scripts are idempotent). In a cluster, a failover or a slot migration
+            # that outlasts redis-py's own retries ("TTL exhausted") is the same: reconnect,
+            # which re-reads the slot map. A run that does not retry gives up once nothing
+            # committed for connect_timeout, even while reconnecting works (a slot stuck
+            # half migrated).
             reason = f"lost the Valkey connection: {one_line(e)}"
             self.link.lost(reason, now)
-            if self.opts.oneshot:
+            if not self.opts.policy.retries:
                 self.failing_since = self.failing_since or now
                 if now - self.failing_since > self.opts.connect_timeout:
                     raise ValkeyUnavailable(reason) from None
-                self._online(self.link.wait_online(time.monotonic() + self.opts.connect_timeout))
+                client = self.link.wait_online(time.monotonic() + self.opts.connect_timeout)
+                self._online(client, time.monotonic())
 
     def _release(self) -> None:
         if self.leader:
@@ -383,12 +388,10 @@ def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     loop = WriterLoop(inbox, outbox, opts)
     report = loop.run()
     _send(outbox.send, report)
-    if report.outcome is Outcome.MISCONFIGURED and not opts.oneshot:
-        log.error("configuration error: %s", report.error)
-        raise SystemExit(ExitCode.USAGE)  # a boot error: restarting would not help
-    if loop.refused and not opts.oneshot:
-        log.error("%s", report.error)  # credentials or TLS: the supervisor stops, exit 3
-        raise SystemExit(ExitCode.VALKEY)
+    code = opts.policy.exit_code(report.outcome, loop.refused)
+    if code is not None:  # a boot error: the supervisor stops instead of restarting it
+        log.error("configuration error: %s" if code is ExitCode.USAGE else "%s", report.error)
+        raise SystemExit(code)
 
 
 def _send(send: Callable[[Any], None], report: Report) -> None:
