@@ -260,6 +260,16 @@ def test_worker_counters_survive_a_kill_9_without_reset_or_double_count(root, st
     assert end.value("assetmgr_bytes_total", kind="read") == read + len(data)
 
 
+def test_healthz_is_200_from_its_first_answer(root, start_daemon):
+    """A liveness probe polling a daemon that is starting (Valkey still down) never hears
+    "unhealthy": the endpoint answers only once the processes it reports on exist."""
+    daemon = start_daemon(root, "--valkey-url", f"redis://127.0.0.1:{free_port()}/0", ready=False)
+    first = wait_for(
+        lambda: got if (got := daemon.get("/healthz"))[0] else None, 20, 0.001, "an answer"
+    )
+    assert first == (200, b"ok\n")
+
+
 def test_readyz_is_503_until_valkey_is_reachable_and_the_tree_hydrated(
     root, start_daemon, tmp_path
 ):
