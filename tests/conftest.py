@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import json
 import os
 import shutil
 import signal
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -511,6 +514,11 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def status(self) -> dict[str, Any]:
+        code, body = self.get("/status")
+        assert code == 200, body
+        return dict(json.loads(body))
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
@@ -569,6 +577,32 @@ class Daemon:
                 self.proc.wait(5)
         self._log.close()
         return self.proc.returncode
+
+
+_MARKERS = itertools.count(1)
+
+
+def barrier(daemon: Daemon, root: Path) -> None:
+    """Return once `daemon` has handled every change made under `root` before the call, and
+    committed and counted all it did about them.
+
+    A marker is an empty file, rejected ("empty file"): it writes and publishes nothing and
+    moves no counter but assetmgr_rejections_total{reason="empty"}; it stays on disk, listed
+    in /status. The reader handles events in order and sends the writer its deletes and the
+    workers' results in order; the writer lists a new rejection in /status only after it has
+    committed the flush that carried it. So once the first marker is listed, every event
+    before it was handled and every delete decided was committed. A read started before it
+    may still run in another worker: once the reader's queues are empty, a second marker
+    carries those results through the writer too."""
+    _marker(daemon, root)
+    wait_for(lambda: not any(daemon.status()["queues"].values()), what="the queues to empty")
+    _marker(daemon, root)
+
+
+def _marker(daemon: Daemon, root: Path) -> None:
+    name = f"barrier-{next(_MARKERS)}.json"
+    (root / name).write_bytes(b"")
+    wait_for(lambda: name in daemon.status()["rejected"], what=f"the marker {name} handled")
 
 
 @pytest.fixture
