@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -251,13 +252,15 @@ def manifests(client: redis.Redis, prefix: str = "") -> dict[str, dict[str, str]
 
 
 def disk_assets(root: Path) -> dict[str, bytes]:
-    """What Valkey should hold for a tree of valid files: every *.json not hidden."""
+    """What Valkey should hold for a tree of valid files: every *.json not hidden, except
+    the empty ones (never valid: `barrier` leaves them as markers)."""
     out = {}
     for path in root.rglob("*.json"):
         rel = path.relative_to(root).as_posix()
         if any(p.startswith((".", "#")) or p.endswith("~") for p in rel.split("/")):
             continue
-        out[rel] = path.read_bytes()
+        if data := path.read_bytes():
+            out[rel] = data
     return out
 
 
@@ -518,6 +521,15 @@ class Daemon:
         code, body = self.get("/status")
         assert code == 200, body
         return dict(json.loads(body))
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics (0 when absent)."""
+        code, body = self.get("/metrics")
+        assert code == 200, body
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        selector = re.escape(f"{{{wanted}}}") if labels else r"(?:\{\})?"
+        found = re.search(rf"^{re.escape(name)}{selector} (\S+)$", body.decode(), re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         def ready() -> bool:
