@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -248,13 +252,15 @@ def manifests(client: redis.Redis, prefix: str = "") -> dict[str, dict[str, str]
 
 
 def disk_assets(root: Path) -> dict[str, bytes]:
-    """What Valkey should hold for a tree of valid files: every *.json not hidden."""
+    """What Valkey should hold for a tree of valid files: every *.json not hidden, except
+    the empty ones (never valid: `barrier` leaves them as markers)."""
     out = {}
     for path in root.rglob("*.json"):
         rel = path.relative_to(root).as_posix()
         if any(p.startswith((".", "#")) or p.endswith("~") for p in rel.split("/")):
             continue
-        out[rel] = path.read_bytes()
+        if data := path.read_bytes():
+            out[rel] = data
     return out
 
 
@@ -276,8 +282,18 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}: {last!r}")
 
 
+BARRIER = "recorder-barrier:"
+
+
 class Recorder:
-    """Collects lines from a Valkey MONITOR or messages of a SUBSCRIBE in a background thread."""
+    """Collects lines from a Valkey MONITOR or messages of a SUBSCRIBE in a background thread.
+
+    Entering and leaving the `with` block are barriers, not pauses: the recorder sends a
+    marker of its own (a PING for MONITOR; for SUBSCRIBE a PUBLISH on a private channel, on
+    every primary of a cluster) and waits until it comes back. Valkey runs one command at a
+    time and feeds monitors and subscribers in that order, and a cluster's bus forwards each
+    node's messages in order, so once the markers are in, everything the servers did before
+    has been recorded, and nothing a subscription hears was published before the block."""
 
     def __init__(
         self,
@@ -290,69 +306,105 @@ class Recorder:
         self.ports: list[str] = []  # MONITOR: the client port of each item ("" inside scripts)
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._done = threading.Event()
         self._client = client
         self._mode = mode
         self._channel = channel
+        self._token = f"{BARRIER}{id(self)}"
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Recorder:
         self._thread.start()
-        self._ready.wait(5)
+        assert self._ready.wait(15), f"the {self._mode} recorder never started"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        time.sleep(0.2)  # let the last replies arrive
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(15)
+        if exc[0] is None:
+            assert self._done.is_set(), f"the {self._mode} recorder's barrier never came back"
 
     def _run(self) -> None:
-        if self._mode == "monitor":
-            with self._client.monitor() as monitor:
-                self._ready.set()
-                connection = monitor.connection
-                while not self._stop.is_set():
-                    if connection.can_read(timeout=0.1):
-                        seen = monitor.next_command()
-                        if seen["command"].startswith(f"PUBLISH {BUS_BARRIER}"):
-                            continue  # a cluster subscription's own marker
-                        self.items.append(seen["command"])
-                        self.ports.append(str(seen.get("client_port", "")))
-        else:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self._channel)
-            while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
-                pass
-            if isinstance(self._client, RedisCluster):
-                _drain_the_bus(self._client, pubsub)
+        try:
+            self._monitor() if self._mode == "monitor" else self._subscribe()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._done.set()  # the server went away: nothing more can arrive
             self._ready.set()
-            while not self._stop.is_set():
-                message = pubsub.get_message(timeout=0.1)
-                if message and message["type"] == "message":
-                    self.items.append(message["data"].decode())
-            pubsub.close()
+
+    def _monitor(self) -> None:
+        with self._client.monitor() as monitor:  # fed from the reply to MONITOR on
+            self._ready.set()
+            connection = monitor.connection
+            deadline = None
+            while deadline is None or time.monotonic() < deadline:
+                if deadline is None and self._stop.is_set():
+                    self._client.execute_command("PING", self._token)
+                    deadline = time.monotonic() + 10
+                if not connection.can_read(timeout=0.1):
+                    continue
+                seen = monitor.next_command()
+                if BARRIER not in seen["command"]:  # a marker: this recorder's or another's
+                    self.items.append(seen["command"])
+                    self.ports.append(str(seen.get("client_port", "")))
+                elif seen["command"] == f"PING {self._token}":
+                    self._done.set()
+                    return
+
+    def _subscribe(self) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self._channel, self._token)
+        self._barrier(pubsub, keep=False)
+        self._ready.set()
+        while not self._stop.is_set():
+            self._take(pubsub.get_message(timeout=0.1), keep=True)
+        self._barrier(pubsub, keep=True)
+        pubsub.close()
+        self._done.set()
+
+    def _take(self, message: dict | None, keep: bool) -> str:
+        """Record an asset message (when `keep`); return the node a marker names, else ""."""
+        if not message or message["type"] != "message":
+            return ""
+        if message["channel"] == self._token.encode():
+            return str(message["data"].decode())
+        if keep:
+            self.items.append(message["data"].decode())
+        return ""
+
+    def _barrier(self, pubsub: redis.client.PubSub, keep: bool) -> None:
+        pending = set()
+        for host, port in primaries(self._client):
+            with redis.Redis(host=host, port=port, **_login(self._client)) as direct:
+                direct.publish(self._token, f"{host}:{port}")
+            pending.add(f"{host}:{port}")
+        deadline = time.monotonic() + 10
+        while pending and time.monotonic() < deadline:
+            pending.discard(self._take(pubsub.get_message(timeout=0.1), keep))
+        assert not pending, f"no barrier message from {pending} within 10 s"
 
 
-BUS_BARRIER = "recorder-barrier:"
+def primaries(client: redis.Redis | RedisCluster) -> list[tuple[str, int]]:
+    """Where a PUBLISH can start: the server, or every primary of the cluster it belongs to
+    (a client of one cluster node hears what the others publish too, over the bus)."""
+    if isinstance(client, RedisCluster):
+        return [(node.host, int(node.port)) for node in client.get_primaries()]
+    host = client.connection_pool.connection_kwargs["host"]
+    if not int(client.info("cluster").get("cluster_enabled", 0)):
+        return [(host, int(client.connection_pool.connection_kwargs["port"]))]
+    out = []
+    for line in client.execute_command("CLUSTER", "NODES").decode().splitlines():
+        address, flags = line.split()[1:3]
+        if "master" in flags.split(",") and "fail" not in flags:
+            out.append((host, int(address.split("@")[0].rpartition(":")[2])))
+    return out
 
 
-def _drain_the_bus(client: RedisCluster, pubsub: redis.client.PubSub) -> None:
-    """A cluster forwards a PUBLISH to the other nodes over its bus, a few milliseconds (more on
-    a busy machine) later: a subscription made right after a hydration would still receive its
-    publishes. Each primary publishes a marker on a private channel; the bus keeps each node's
-    messages in order, so once every marker is in, nothing from before is still on its way."""
-    barrier = f"{BUS_BARRIER}{id(pubsub)}"
-    pubsub.subscribe(barrier)
-    primaries = client.get_primaries()
-    for node in primaries:
-        with redis.Redis(host=node.host, port=node.port) as direct:
-            direct.publish(barrier, node.name)
-    pending = {node.name for node in primaries}
-    deadline = time.monotonic() + 10
-    while pending and time.monotonic() < deadline:
-        message = pubsub.get_message(timeout=0.1)
-        if message and message["type"] == "message" and message["channel"] == barrier.encode():
-            pending.discard(message["data"].decode())
-    assert not pending, f"no barrier message from {pending} within 10 s"
+def _login(client: redis.Redis | RedisCluster) -> dict[str, str]:
+    """The recorder's credentials, for its markers to be sent as it would send them."""
+    if isinstance(client, RedisCluster):
+        return {}
+    kwargs = client.connection_pool.connection_kwargs
+    return {k: kwargs[k] for k in ("username", "password") if kwargs.get(k)}
 
 
 class Recorders:
@@ -465,6 +517,20 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def status(self) -> dict[str, Any]:
+        code, body = self.get("/status")
+        assert code == 200, body
+        return dict(json.loads(body))
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics (0 when absent)."""
+        code, body = self.get("/metrics")
+        assert code == 200, body
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        selector = re.escape(f"{{{wanted}}}") if labels else r"(?:\{\})?"
+        found = re.search(rf"^{re.escape(name)}{selector} (\S+)$", body.decode(), re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
@@ -523,6 +589,32 @@ class Daemon:
                 self.proc.wait(5)
         self._log.close()
         return self.proc.returncode
+
+
+_MARKERS = itertools.count(1)
+
+
+def barrier(daemon: Daemon, root: Path) -> None:
+    """Return once `daemon` has handled every change made under `root` before the call, and
+    committed and counted all it did about them.
+
+    A marker is an empty file, rejected ("empty file"): it writes and publishes nothing and
+    moves no counter but assetmgr_rejections_total{reason="empty"}; it stays on disk, listed
+    in /status. The reader handles events in order and sends the writer its deletes and the
+    workers' results in order; the writer lists a new rejection in /status only after it has
+    committed the flush that carried it. So once the first marker is listed, every event
+    before it was handled and every delete decided was committed. A read started before it
+    may still run in another worker: once the reader's queues are empty, a second marker
+    carries those results through the writer too."""
+    _marker(daemon, root)
+    wait_for(lambda: not any(daemon.status()["queues"].values()), what="the queues to empty")
+    _marker(daemon, root)
+
+
+def _marker(daemon: Daemon, root: Path) -> None:
+    name = f"barrier-{next(_MARKERS)}.json"
+    (root / name).write_bytes(b"")
+    wait_for(lambda: name in daemon.status()["rejected"], what=f"the marker {name} handled")
 
 
 @pytest.fixture

@@ -23,7 +23,16 @@ from pathlib import Path
 import pytest
 
 from assetmgr.pipeline.schedule import BURST_MAX
-from conftest import EXAMPLES, converge, disk_assets, manifests, stored, subscribe, wait_for
+from conftest import (
+    EXAMPLES,
+    barrier,
+    converge,
+    disk_assets,
+    manifests,
+    stored,
+    subscribe,
+    wait_for,
+)
 
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 
@@ -264,14 +273,22 @@ def test_a_root_emptied_while_running_keeps_every_key_and_says_empty(valkey, roo
     client = valkey.client()
     daemon = start_daemon(root)
     before = stored(client)
-    for entry in root.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    alarm = alarm_for(root, "empty")
-    wait_for(lambda: readyz_says(daemon, alarm), what=f"/readyz: {alarm}")
-    assert logged_alarm(daemon, alarm), daemon.log()
-    time.sleep(1.0)  # longer than the delete hold and the root poll: nothing may be deleted
-    assert stored(client) == before
+    with subscribe(client) as published:
+        for entry in root.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        alarm = alarm_for(root, "empty")
+        wait_for(lambda: readyz_says(daemon, alarm), what=f"/readyz: {alarm}")
+        assert logged_alarm(daemon, alarm), daemon.log()
+        assert stored(client) == before
 
-    shutil.copytree(EXAMPLES, root, dirs_exist_ok=True)
-    wait_for(lambda: daemon.get("/readyz")[0] == 200, what="ready again")
-    converge(client, lambda: disk_assets(root), what="the refilled tree")
+        daemon.freeze()  # the mount comes back whole, never half copied, as a mount does
+        try:
+            shutil.copytree(EXAMPLES, root, dirs_exist_ok=True)
+        finally:
+            daemon.thaw()
+        wait_for(lambda: daemon.get("/readyz")[0] == 200, what="ready again")
+        converge(client, lambda: disk_assets(root), what="the refilled tree")
+        # Every delete decided while the root was empty was sent before the barrier's marker,
+        # and would have been re-added since: a publish either way.
+        barrier(daemon, root)
+    assert published.items == [], "keys deleted while the root was empty, or rewritten after"

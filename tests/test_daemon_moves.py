@@ -12,10 +12,19 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from conftest import EXAMPLES, Daemon, converge, disk_assets, manifests, stored, subscribe, wait_for
+from conftest import (
+    EXAMPLES,
+    Daemon,
+    barrier,
+    converge,
+    disk_assets,
+    manifests,
+    stored,
+    subscribe,
+    wait_for,
+)
 
 
 def weights(name: str, version: str = "1.0.0") -> bytes:
@@ -226,17 +235,26 @@ def test_root_removed_keeps_keys_then_recreated_reconciles(valkey, root, tmp_pat
     daemon = start_daemon(root)
     before = stored(client)
 
-    run("rm", "-rf", root)
-    wait_for(
-        lambda: logged(daemon, f"root {root} does not exist; keeping every key"),
-        what="root-lost alarm in the log",
-    )
-    time.sleep(1.0)  # longer than the delete hold and the root poll: nothing may be deleted
-    assert stored(client) == before
+    with subscribe(client) as published:
+        run("rm", "-rf", root)
+        wait_for(
+            lambda: logged(daemon, f"root {root} does not exist; keeping every key"),
+            what="root-lost alarm in the log",
+        )
+        assert stored(client) == before
 
-    run("cp", "-r", staging, root)
+        daemon.freeze()  # the daemon sees the new root whole, not a half-done copy
+        try:
+            run("cp", "-r", staging, root)
+        finally:
+            daemon.thaw()
+        converge(client, lambda: disk_assets(root), what="Valkey = the recreated root")
+        # Every delete decided while the root was gone was sent before the barrier's marker,
+        # and would have been re-added since: a publish either way.
+        barrier(daemon, root)
+    changed = ["routes/api.json", "weights/bonus.json", "weights/cost.json"]
+    assert sorted(set(published.items)) == changed, "keys deleted while the root was gone"
 
-    converge(client, lambda: disk_assets(root), what="Valkey = the recreated root")
     assert "routes/api.json" not in stored(client)
     write(root / "weights" / "late.json", weights("late"))
     converge(client, lambda: disk_assets(root), what="edit in the recreated root")

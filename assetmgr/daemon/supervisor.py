@@ -92,7 +92,7 @@ class Supervisor:
         logs.name_process("supervisor")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.mp_dir
         self._install_signals()
-        try:
+        try:  # bind now: an address in use stops the start before any child exists
             web = self.cfg.web_security()
             self.http = StatusServer(
                 self.cfg.metrics_addr, self.healthy, self.ready, self.status, self.mp_dir, web
@@ -103,7 +103,6 @@ class Supervisor:
         except OSError as e:
             log.error("cannot listen on %s: %s", self.cfg.metrics_addr, e.strerror)
             return ExitCode.USAGE
-        self.http.start()
         log.info(
             "assetmgr %s starting",
             __version__,
@@ -114,6 +113,9 @@ class Supervisor:
             },
         )
         self.pipeline = self._start_pipeline()
+        # Serve only now: before there is a pipeline, /healthz would call a starting daemon
+        # unhealthy. A probe that connected meanwhile waits in the listen backlog.
+        self.http.start()
         sdnotify.notify("STATUS=hydrating")
         try:
             while self.exit_code is None:

@@ -135,8 +135,9 @@ class Schedule:
 
     @property
     def waiting(self) -> int:
-        """Paths waiting to settle or for their delete to be confirmed."""
-        return len(self.settling) + len(self.holding)
+        """Paths waiting on a timer: to settle, for a burst to cool down, or for their delete
+        to be confirmed. Zero, with no read in flight, means nothing seen is left to do."""
+        return len(self.settling) + len(self.cooling) + len(self.holding)
 
     def next_due(self) -> float | None:
         """The earliest time `due` has something to do, None when nothing is timed."""
