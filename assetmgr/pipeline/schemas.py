@@ -163,68 +163,97 @@ def load(
 
 
 class _Directory:
-    """The documents of one schemas directory, their dialects and the engine that compiles them."""
+    """The documents of one schemas directory, their dialects and the engine that compiles them.
 
-    def __init__(self, root: Path, docs: dict[str, dict[str, Any]], options: Options) -> None:
+    A `$ref` resolves as the specification says, against the `$id` of its resource (the file's
+    own URI where there is none), and then only to a document of the directory: by its file
+    URI, by its `$id`, as a resource embedded in one, or as the file of that name in the
+    directory when a document's canonical `$id` (`https://example.com/s/weights.schema.json`)
+    makes it a sibling (`https://example.com/s/common.schema.json`). Anything else is refused.
+    """
+
+    def __init__(self, root: Path, docs: dict[str, Any], options: Options) -> None:
         self.root = root
         self.docs = docs
         self.options = options
-        self.by_uri = {(root / n).as_uri(): n for n in docs}
-        self.by_uri.update((i, n) for n, d in docs.items() for i in [_canonical(d)] if i)
+        self.by_uri = {self.file_uri(n): n for n in docs}
+        self.by_uri.update((urljoin(self.file_uri(n), i), n) for n, i in self._own_ids("$id"))
         self.dialects = {name: self._dialect(name, doc) for name, doc in docs.items()}
         modern = any(d in dialects.MODERN for d in self.dialects.values())
         self.engine = engines.RUST if options.engine == engines.RUST or modern else engines.FAST
-        self.known = set(self.by_uri) | {i for n in docs for i in self._ids(n)}
+        self.bases = {n: self._base(n) for n in docs}
+        self.by_uri.update((urldefrag(b).url, n) for n, b in self.bases.items())
+        self.siblings = {b.rsplit("/", 1)[0] + "/" for b in self.bases.values()}
+        self.known = set(self.by_uri) | {
+            urldefrag(i).url for n in docs for i in _ids(docs[n], self.bases[n], self.dialects[n])
+        }
         self._registry: jsonschema_rs.Registry | None = None
+
+    def file_uri(self, name: str) -> str:
+        return (self.root / name).as_uri()
+
+    def _own_ids(self, key: str) -> Iterator[tuple[str, str]]:
+        for name, doc in self.docs.items():
+            if isinstance(doc, dict) and isinstance(doc.get(key), str):
+                yield name, doc[key]
+
+    def _base(self, name: str) -> str:
+        doc, key = self.docs[name], "id" if self.dialects[name] == "draft-04" else "$id"
+        own = doc.get(key) if isinstance(doc, dict) else None
+        return urldefrag(urljoin(self.file_uri(name), own if isinstance(own, str) else "")).url
 
     def compile(self, name: str) -> Schema:
         """Check the document's keywords and `$ref`s, then compile it. A malformed schema can
         make a compiler fail in any way (TypeError on `"required": null`, RecursionError on a
         cycle): each is this file's configuration error, in one line."""
         doc, dialect = self.docs[name], self.dialects[name]
-        refs = _refs(doc, self._base(name), dialect)
+        refs = _refs(doc, self.bases[name], dialect)
         try:
             foreign = next(dialects.foreign_keywords(doc, dialect), None)
             if foreign:
                 raise SchemaError(_foreign(foreign[0] or "(root)", foreign[1], dialect))
-            for ref in refs:
-                if urldefrag(ref).url not in self.known:
-                    _inside(ref, self.root)
+            targets = {self.target(r) for r in refs}
             check = self._fast(name, refs) if self.engine == engines.FAST else self._rust(name)
         except Exception as e:  # also the compiler's own errors on a document it does not expect
             raise SchemaError(f"schema {name}: {_one_line(e)}") from None
-        named = (self.by_uri.get(urldefrag(r).url) for r in refs)
-        targets = frozenset(t for t in named if t is not None and t != name)
-        sid = doc["$id"] if isinstance(doc.get("$id"), str) else name
+        files = frozenset(p.name for p in targets if p is not None) - {name}
+        sid = doc["$id"] if isinstance(doc, dict) and isinstance(doc.get("$id"), str) else name
         digest = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        return Schema(name, sid, check, digest, targets, dialect, self.engine)
+        return Schema(name, sid, check, digest, files, dialect, self.engine)
 
-    def _base(self, name: str) -> str:
-        return (self.root / name).as_uri()
+    def target(self, uri: str) -> Path | None:
+        """The file a reference leads to (None: a resource embedded in a document); raises
+        SchemaError for a place outside the directory."""
+        document = urldefrag(uri).url
+        if document in self.by_uri:
+            return self.root / self.by_uri[document]
+        if document in self.known:
+            return None
+        if urlsplit(document).scheme == "file":
+            return _inside(document, self.root)
+        for sibling in self.siblings:
+            if document.startswith(sibling) and not sibling.startswith("file:"):
+                return _inside((self.root / unquote(document[len(sibling) :])).as_uri(), self.root)
+        raise SchemaError(f"$ref {uri!r} is outside the schemas directory")
 
-    def _dialect(self, name: str, doc: dict[str, Any]) -> str:
+    def _dialect(self, name: str, doc: Any) -> str:
         """The dialect `$schema` names: a standard URI, or a 2019-09/2020-12 metaschema (with
         its own vocabularies) among the directory's files; none: the configured default."""
-        value = doc.get("$schema")
+        value = doc.get("$schema") if isinstance(doc, dict) else None
         if value is None:
             return self.options.default_dialect
         if isinstance(value, str):
             named = dialects.named_by(value)
             if named:
                 return named
-            meta = self.by_uri.get(urldefrag(urljoin(self._base(name), value)).url)
-            inner = dialects.named_by(str(self.docs[meta].get("$schema", ""))) if meta else None
-            if inner in dialects.MODERN:
-                return inner
+            meta = self.by_uri.get(urldefrag(urljoin(self.file_uri(name), value)).url)
+            inner = self.docs[meta].get("$schema") if meta else None
+            if isinstance(inner, str) and dialects.named_by(inner) in dialects.MODERN:
+                return str(dialects.named_by(inner))
         raise SchemaError(
             f"schema {name}: unknown $schema {shown(str(value))!r}: use one of "
             f"{', '.join(dialects.CANONICAL.values())} or a 2019-09/2020-12 metaschema "
             "in the schemas directory"
-        )
-
-    def _ids(self, name: str) -> Iterator[str]:
-        return (
-            urldefrag(i).url for i in _ids(self.docs[name], self._base(name), self.dialects[name])
         )
 
     def _fast(self, name: str, refs: list[str]) -> engines.Check:
@@ -236,64 +265,50 @@ class _Directory:
             if nested is not None and dialects.named_by(str(nested)) != dialect:
                 raise SchemaError(f"{pointer}: a $schema of another dialect; {engines.WAY_OUT}")
         for ref in refs:
-            target = self.by_uri.get(urldefrag(ref).url)
-            if target is not None and self.dialects[target] != dialect:
+            path = self.target(ref)
+            other = self.dialects.get(path.name) if path is not None else None
+            if other is not None and other != dialect:
                 raise SchemaError(
-                    f"$ref {shown(ref)!r} is a {self.dialects[target]} schema, which "
-                    f"fastjsonschema would read as {dialect}; {engines.WAY_OUT}"
+                    f"$ref {shown(ref)!r} is a {other} schema, which fastjsonschema would "
+                    f"read as {dialect}; {engines.WAY_OUT}"
                 )
-        return engines.compile_fast(self._prepared(name), dialect, self._handlers())
-
-    def _prepared(self, name: str) -> dict[str, Any]:
-        return _with_base(self.docs[name], self._base(name), self.dialects[name])
+        handlers = dict.fromkeys(_SCHEMES, self.load)
+        return engines.compile_fast(copy.deepcopy(doc), dialect, self.bases[name], handlers)
 
     def _rust(self, name: str) -> engines.Check:
         dialect = self.dialects[name]
         asserting = dialect not in dialects.MODERN or self.options.format_assertion
         return engines.compile_rust(
-            self._prepared(name),
+            self.docs[name],
             dialect,
-            base_uri=self._base(name),
+            base_uri=self.file_uri(name),
             registry=self.registry(),
-            retriever=self.retrieve,
+            retriever=self.load,
             assert_formats=True if asserting else None,
         )
 
     def registry(self) -> jsonschema_rs.Registry:
-        """Every document of the directory under its file URI (and its canonical `$id`), for
-        jsonschema-rs to resolve references without asking the retriever."""
+        """Every document of the directory under its file URI, for jsonschema-rs to resolve
+        references to them without asking the retriever."""
         if self._registry is None:
-            resources = [(uri, self._prepared(name)) for uri, name in self.by_uri.items()]
+            resources = [(self.file_uri(n), d) for n, d in self.docs.items()]
             draft = _DRAFTS[self.options.default_dialect]
-            self._registry = jsonschema_rs.Registry(resources, draft=draft, retriever=self.retrieve)
+            self._registry = jsonschema_rs.Registry(resources, draft=draft, retriever=self.load)
         return self._registry
 
-    def retrieve(self, uri: str) -> Any:
-        """jsonschema-rs's retriever: a file inside the schemas directory, nothing else."""
-        return _read(_inside(uri, self.root))
+    def load(self, uri: str) -> Any:
+        """What a reference the engine could not resolve by itself leads to: fastjsonschema's
+        handler for every URI scheme, jsonschema-rs's retriever. A file of the directory or
+        nothing: a remote URI is refused, never fetched."""
+        path = self.target(uri)
+        if path is None:
+            raise SchemaError(f"$ref {uri!r}: no such resource in the schemas directory")
+        return _read(path)
 
-    def _handlers(self) -> dict[str, Callable[[str], Any]]:
-        """fastjsonschema's loaders: a file inside the directory, or a document of the
-        directory by its canonical `$id`; a remote URI is refused, never fetched."""
 
-        def local(uri: str) -> Any:
-            parts = urlsplit(uri)
-            if not parts.scheme:
-                uri = (self.root / unquote(parts.path)).as_uri()
-            target = _inside(uri, self.root)
-            dialect = self.dialects.get(target.name, self.options.default_dialect)
-            return _with_base(_read(target), target.as_uri(), dialect)
-
-        def remote(uri: str) -> Any:
-            name = self.by_uri.get(urldefrag(uri).url)
-            if name is None:
-                raise SchemaError(
-                    f"$ref {uri!r} is remote; only files in the schemas directory are allowed"
-                )
-            return self._prepared(name)
-
-        refused = ("http", "https", "ftp", "ftps", "data", "urn", "jar", "tag")
-        return {"": local, "file": local, **dict.fromkeys(refused, remote)}
+# Every scheme Python's urllib can fetch, and then some: fastjsonschema calls urlopen for a
+# scheme without a handler.
+_SCHEMES = ("", "file", "http", "https", "ftp", "ftps", "data", "urn", "jar", "tag")
 
 
 def _foreign(pointer: str, keyword: str, dialect: str) -> str:
@@ -305,36 +320,17 @@ def _foreign(pointer: str, keyword: str, dialect: str) -> str:
     )
 
 
-def _canonical(doc: dict[str, Any]) -> str | None:
-    """The document's own absolute `$id` (or draft-04 `id`), without its empty fragment."""
-    value = doc.get("$id", doc.get("id"))
-    if isinstance(value, str) and urlsplit(value).scheme and not value.startswith("file:"):
-        return urldefrag(value).url
-    return None
-
-
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> Any:
+    """A schema document: a JSON object, or a boolean schema (`true`, `false`)."""
     try:
         doc = orjson.loads(path.read_bytes())
     except OSError as e:
         raise SchemaError(f"schema {path.name}: {e.strerror}") from None
     except orjson.JSONDecodeError as e:
         raise SchemaError(f"schema {path.name}: not JSON: {e}") from None
-    if not isinstance(doc, dict):
+    if not isinstance(doc, dict | bool):
         raise SchemaError(f"schema {path.name}: not a JSON object")
     return doc
-
-
-def _with_base(doc: dict[str, Any], base: str, dialect: str) -> dict[str, Any]:
-    """A copy of `doc` whose relative `$ref`s resolve against the file's own URI, whatever its
-    `$id` says (the engines may rewrite the copy's `$ref`s in place).
-
-    A canonical `$id` such as `https://example.com/weights.schema.json` is common; keeping it as
-    the base would send `common.schema.json` refs to that host instead of the sibling file, which
-    `_refs`/`_confine` already checked as local. The schema's reported id is read before this.
-    """
-    ids = {"$id": base, "id": base} if dialect == "draft-04" else {"$id": base}
-    return {**copy.deepcopy(doc), **ids}
 
 
 def _walk(node: Any, base: str, dialect: str) -> Iterator[tuple[str, str]]:
