@@ -69,6 +69,16 @@ def named_by(uri: str) -> str | None:
     return (match.group(1) or match.group(2)) if match else None
 
 
+_BUNDLED = re.compile(
+    r"https?://json-schema\.org/(?:draft-0[467]/schema|draft/(?:2019-09|2020-12)/(?:schema|meta/[a-z-]+))#?"
+)
+
+
+def bundled(uri: str) -> bool:
+    """Is `uri` one of the official metaschemas (and vocabulary schemas) jsonschema-rs ships?"""
+    return _BUNDLED.fullmatch(uri) is not None
+
+
 def foreign_keywords(doc: Any, dialect: str) -> Iterator[tuple[str, str]]:
     """(JSON pointer, keyword) of each keyword in `doc` that `dialect` does not define but
     another dialect does (and so would be ignored where it was surely meant)."""

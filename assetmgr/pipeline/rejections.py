@@ -145,7 +145,7 @@ _WORDING: dict[str, Callable[[Any, Any], str]] = {
     "minProperties": _count("properties", "at least"),
     "maxProperties": _count("properties", "at most"),
     "pattern": lambda e, v: f"must match pattern {preview(e, 60)}" + _got(v),
-    "format": lambda e, v: f"must be a valid {preview(e)}" + _got(v),
+    "format": lambda e, v: f"must be a valid {e}" + _got(v),
     "uniqueItems": lambda e, v: "must not contain the same item twice",
     "additionalProperties": lambda e, v: f"must not contain {preview(e)}",
     "unevaluatedProperties": lambda e, v: f"must not contain {preview(e)}",

@@ -229,6 +229,8 @@ class _Directory:
             return self.root / self.by_uri[document]
         if document in self.known:
             return None
+        if dialects.bundled(document) and self.engine == engines.RUST:
+            return None  # jsonschema-rs has it built in: a custom metaschema's vocabularies
         if urlsplit(document).scheme == "file":
             return _inside(document, self.root)
         for sibling in self.siblings:
