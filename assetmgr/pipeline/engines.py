@@ -28,7 +28,7 @@ from fastjsonschema.draft06 import CodeGeneratorDraft06
 from fastjsonschema.draft07 import CodeGeneratorDraft07
 from fastjsonschema.ref_resolver import RefResolver, normalize
 
-from assetmgr.pipeline import ecma, formats, rejections
+from assetmgr.pipeline import dialects, ecma, formats, rejections
 from assetmgr.pipeline.rejections import Violation
 
 FAST = "fastjsonschema"
@@ -197,6 +197,17 @@ def compile_fast(doc: Any, dialect: str, base_uri: str, handlers: Handlers) -> C
     return check
 
 
+def meta_validate(doc: Any, dialect: str) -> None:
+    """Refuse a document that is not a schema of its dialect (`"exclusiveMinimum": true` in
+    draft-07): fastjsonschema would compile it into some check, not the one written."""
+    if isinstance(doc, dict) and "$schema" not in doc:
+        doc = {**doc, "$schema": dialects.CANONICAL[dialect]}
+    try:
+        jsonschema_rs.meta.validate(doc)
+    except jsonschema_rs.ValidationError as e:
+        raise Refused(_schema_problem(e)) from None
+
+
 def _probe(validate: Callable[..., Any], table: Mapping[str, Any]) -> None:
     """Validate a few trivial documents: a schema whose code fails on them (a `$ref` cycle
     that consumes nothing recurses on every document) would reject every asset."""
@@ -240,6 +251,14 @@ def compile_rust(
     except BaseException as e:
         _reraise_interrupt(e)
         raise Refused(f"{RUST} failed: {type(e).__name__}: {e}") from None
+
+    return guarded(validator)
+
+
+def guarded(validator: jsonschema_rs.Validator) -> Check:
+    """The check of a jsonschema-rs validator: `is_valid` first (no error is built for a valid
+    document), the first error only for an invalid one; the engine's own failure, a Rust panic
+    included, is a rejection of the document."""
 
     def check(document: Any) -> None:
         try:

@@ -213,7 +213,11 @@ class _Directory:
             if foreign:
                 raise SchemaError(_foreign(foreign[0] or "(root)", foreign[1], dialect))
             targets = {self.target(r) for r in refs}
-            check = self._fast(name, refs) if self.engine == engines.FAST else self._rust(name)
+            if self.engine == engines.FAST:
+                check = self._fast(name, refs)
+                engines.meta_validate(doc, dialect)  # jsonschema-rs does it as it compiles
+            else:
+                check = self._rust(name)
         except Exception as e:  # also the compiler's own errors on a document it does not expect
             raise SchemaError(f"schema {name}: {_one_line(e)}") from None
         files = frozenset(p.name for p in targets if p is not None) - {name}
