@@ -105,6 +105,31 @@ def test_defaults_never_reach_the_logic_validators(tmp_path):
         assert isinstance(verdict, Rejected) and "level is not given" in verdict.reason, engine
 
 
+@pytest.mark.parametrize("engine", engines.ENGINES)
+@pytest.mark.parametrize(
+    ("schema", "document", "valid"),
+    [
+        ({"uniqueItems": True}, [True, "True"], True),  # fastjsonschema < 2.22.3: duplicates
+        ({"uniqueItems": True}, [1, True], True),
+        ({"uniqueItems": True}, [[1], [True]], True),
+        ({"uniqueItems": True}, [1, 1.0], False),
+        ({"uniqueItems": True}, [{"a": 1, "b": [0]}, {"b": [0.0], "a": 1}], False),
+        ({"const": False}, 0, False),  # fastjsonschema < 2.22.0 matched it
+        ({"enum": [1]}, True, False),
+        ({"const": 1}, 1.0, True),
+    ],
+)
+def test_equality_is_json_equality(tmp_path, engine, schema, document, valid):
+    directory = write_schemas(tmp_path, {"kind.schema.json": schema})
+    check = schemas.load(directory, options=schemas.Options(engine=engine)).schemas["kind"].check
+    try:
+        check(document)
+    except Violation:
+        assert not valid
+    else:
+        assert valid
+
+
 def level_must_be_given(path: str, doc: dict[str, object]) -> str | None:
     return None if "level" in doc else "level is not given"
 
