@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from assetmgr import webconfig
+from assetmgr.pipeline import dialects, engines
 from assetmgr.store.connection import CLUSTER_MODES, Endpoint, normalize_url
 from assetmgr.store.keyspace import Keyspace, checked_prefix
 from assetmgr.store.tls import ValkeyTls
@@ -252,6 +253,28 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "shutdown_timeout", _non_negative_float, 10.0, "seconds to drain on SIGTERM", ("daemon",)
+    ),
+    Setting(
+        "default_dialect",
+        _choice(*dialects.NAMES),
+        dialects.DEFAULT,
+        "JSON Schema dialect of a schema without $schema",
+        SCANNING,
+    ),
+    Setting(
+        "schema_engine",
+        _choice(*engines.ENGINES),
+        engines.FAST,
+        "engine of draft-04/06/07 schemas (2019-09 and 2020-12 always use jsonschema-rs)",
+        SCANNING,
+    ),
+    Setting(
+        "format_assertion",
+        _bool,
+        False,
+        "assert format in 2019-09 and 2020-12 schemas too (draft-04/06/07 always do)",
+        SCANNING,
+        True,
     ),
     Setting("validators", _mapping, {}, "logic validators per kind", SCANNING, cli=False),
     Setting("schema_rules", str, [], "ordered [[schema_rules]] glob/schema", SCANNING, cli=False),

@@ -40,10 +40,18 @@ def test_schema_change_revalidates_its_kind_and_keeps_last_good(
     wait_for(lambda: "weights/cost.json" not in _status(daemon)["rejected"], what="cost.json ok")
 
 
-def test_broken_schema_keeps_the_old_set(valkey, root, schemas, start_daemon):
+BROKEN_SCHEMAS = {
+    "not JSON": "{ not json",
+    "unknown $schema": '{"$schema": "https://example.com/my-dialect", "type": "object"}',
+    "a keyword the dialect ignores": '{"type": "object", "unevaluatedProperties": false}',
+}
+
+
+@pytest.mark.parametrize("text", BROKEN_SCHEMAS.values(), ids=BROKEN_SCHEMAS.keys())
+def test_broken_schema_keeps_the_old_set(valkey, root, schemas, start_daemon, text):
     client = valkey.client()
     daemon = start_daemon(root, schemas=schemas)
-    (schemas / "cards.schema.json").write_text("{ not json")
+    (schemas / "cards.schema.json").write_text(text)
     wait_for(lambda: "schema reload failed" in daemon.log(), what="reload failure logged")
 
     # The old cards schema still applies: a valid edit propagates, an invalid one is rejected.
@@ -58,6 +66,22 @@ def test_broken_schema_keeps_the_old_set(valkey, root, schemas, start_daemon):
     card.write_text(json.dumps(doc))
     wait_for(lambda: "cards/core/fireball.json" in _status(daemon)["rejected"], what="rejected")
     assert daemon.proc.poll() is None
+
+
+def test_a_schema_reloaded_as_2020_12_is_enforced_by_jsonschema_rs(
+    valkey, root, schemas, start_daemon
+):
+    daemon = start_daemon(root, schemas=schemas)
+    path = schemas / "weights.schema.json"
+    doc = json.loads(path.read_text())
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc.pop("additionalProperties", None)
+    doc["unevaluatedProperties"] = False
+    doc["properties"].pop("owner")  # weights/*.json have an owner: now unevaluated, rejected
+    path.write_text(json.dumps(doc))
+    wait_for(lambda: "weights/cost.json" in _status(daemon)["rejected"], what="cost.json rejected")
+    reason = _status(daemon)["rejected"]["weights/cost.json"]
+    assert reason.endswith('(root): unevaluatedProperties: must not contain ["owner"]'), reason
 
 
 def test_sighup_reloads_config_and_rescans(valkey, root, schemas, start_daemon, tmp_path):

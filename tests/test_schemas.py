@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from assetmgr.limits import Limits
 from assetmgr.messages import Accepted, Rejected
-from assetmgr.pipeline import schemas
+from assetmgr.pipeline import engines, schemas
 from assetmgr.pipeline.schemas import SchemaError
 from assetmgr.pipeline.worker import evaluate
 from conftest import EXAMPLES, SCHEMAS, run_cli, stored
@@ -313,7 +313,7 @@ VALUES = st.recursive(
 )
 DOCUMENTS = st.dictionaries(st.sampled_from(["rows", "by_key", "a{b}", "other"]), VALUES)
 STOCK = fastjsonschema.compile(NAMED_IN_LOOPS)
-OURS = schemas._compile_validator(NAMED_IN_LOOPS, {})
+OURS = engines._compile_validator(NAMED_IN_LOOPS, {})
 
 
 def _verdict(check: Any, doc: Any) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import socket
@@ -37,7 +38,17 @@ def test_examples_pass_in_every_format():
     assert text.stdout == "20 checked: 20 valid, 0 invalid\n"
     as_json = verify(EXAMPLES, "--format", "json")
     assert as_json.returncode == 0
-    assert json.loads(as_json.stdout) == {"ok": True, "checked": 20, "valid": 20, "invalid": []}
+    report = json.loads(as_json.stdout)
+    kinds = report.pop("schemas")
+    assert report == {"ok": True, "checked": 20, "valid": 20, "invalid": []}
+    version = importlib.metadata.version("fastjsonschema")
+    assert kinds["weights"] == {
+        "file": "weights.schema.json",
+        "dialect": "draft-07",
+        "engine": "fastjsonschema",
+        "engine_version": version,
+    }
+    assert sorted(kinds) == ["_default", "cards", "common", "routes", "weights"]
     github = verify(EXAMPLES, "--format", "github")
     assert github.returncode == 0 and github.stdout == ""
 
@@ -215,3 +226,22 @@ def test_a_report_lost_to_a_closed_stdout_is_exit_status_120_not_success():
     finally:
         os.close(write_end)
     assert done.returncode == 120, done.stderr
+
+
+def test_json_format_names_the_engine_and_dialect_of_each_kind(tmp_path):
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / "weights.schema.json").write_text(
+        json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"})
+    )
+    (schemas / "_default.schema.json").write_text("{}")
+    result = run_cli("verify", "--root", EXAMPLES, "--schemas", schemas, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    kinds = json.loads(result.stdout)["schemas"]
+    version = importlib.metadata.version("jsonschema-rs")
+    assert kinds == {
+        "_default": {"file": "_default.schema.json", "dialect": "draft-07",
+                     "engine": "jsonschema-rs", "engine_version": version},
+        "weights": {"file": "weights.schema.json", "dialect": "2020-12",
+                    "engine": "jsonschema-rs", "engine_version": version},
+    }  # fmt: skip

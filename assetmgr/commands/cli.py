@@ -124,7 +124,9 @@ def _hide_url_password() -> None:
 
 
 def load_registry(cfg: Config) -> Registry:
-    return schemas.load(cfg.schemas, cfg.schema_rules, cfg.validators)
+    return schemas.load(
+        cfg.schemas, cfg.schema_rules, cfg.validators, schemas.Options.from_config(cfg)
+    )
 
 
 EMBEDDED_TRIES = 5

@@ -17,7 +17,7 @@ from assetmgr.config import Config
 from assetmgr.exitcodes import ExitCode
 from assetmgr.limits import Limits
 from assetmgr.messages import Outcome, Plan, Rejected, Result, UnchangedPaths
-from assetmgr.pipeline import tree
+from assetmgr.pipeline import engines, tree
 from assetmgr.pipeline.schemas import Registry
 from assetmgr.pipeline.worker import fingerprint
 from assetmgr.printable import shown
@@ -48,11 +48,13 @@ def verify(cfg: Config, registry: Registry, limits: Limits) -> int:
     progress = oneshot.Progress(sys.stderr.isatty() and cfg.format == "text")
     found = oneshot.evaluate_tree(cfg.root, registry, limits, cfg.workers, _discard, progress)
     rejected = sorted(found.rejected.values(), key=lambda r: r.path)
-    sys.stdout.write(_verify_text(cfg, found, rejected))
+    sys.stdout.write(_verify_text(cfg, found, rejected, registry))
     return ExitCode.INVALID if rejected else ExitCode.OK
 
 
-def _verify_text(cfg: Config, found: oneshot.Evaluation, rejected: list[Rejected]) -> str:
+def _verify_text(
+    cfg: Config, found: oneshot.Evaluation, rejected: list[Rejected], registry: Registry
+) -> str:
     if cfg.format == "json":
         doc = {
             "ok": not rejected,
@@ -61,6 +63,7 @@ def _verify_text(cfg: Config, found: oneshot.Evaluation, rejected: list[Rejected
             "invalid": [
                 {"path": shown(r.path), "code": r.code, "reason": r.reason} for r in rejected
             ],
+            "schemas": _schemas_report(registry),
         }
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
     if cfg.format == "github":
@@ -73,6 +76,19 @@ def _verify_text(cfg: Config, found: oneshot.Evaluation, rejected: list[Rejected
     lines = [f"{shown(r.path)}: {r.reason}" for r in rejected]
     lines.append(f"{len(found.paths)} checked: {found.valid} valid, {len(rejected)} invalid")
     return "\n".join(lines) + "\n"
+
+
+def _schemas_report(registry: Registry) -> dict[str, dict[str, str]]:
+    """Which dialect and engine (with its version) check each kind."""
+    return {
+        kind: {
+            "file": schema.name,
+            "dialect": schema.dialect,
+            "engine": schema.engine,
+            "engine_version": engines.version(schema.engine).rpartition(" ")[2],
+        }
+        for kind, schema in sorted(registry.schemas.items())
+    }
 
 
 def _gh_data(text: str) -> str:

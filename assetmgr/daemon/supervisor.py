@@ -303,7 +303,8 @@ class Supervisor:
         sdnotify.notify("RELOADING=1")
         try:
             cfg = config.load("daemon", self.cli_values)
-            registry = schemas.load(cfg.schemas, cfg.schema_rules, cfg.validators)
+            options = schemas.Options.from_config(cfg)
+            registry = schemas.load(cfg.schemas, cfg.schema_rules, cfg.validators, options)
         except (ConfigError, SchemaError) as e:
             log.error("reload failed, keeping the running configuration: %s", e)
             sdnotify.notify("READY=1")

@@ -28,7 +28,7 @@ from assetmgr.messages import Finish, Missing, Rejected, Result, SyncPoint
 from assetmgr.pipeline import schemas, tree, watcher
 from assetmgr.pipeline.pool import Pool
 from assetmgr.pipeline.schedule import Schedule
-from assetmgr.pipeline.schemas import Registry, SchemaError
+from assetmgr.pipeline.schemas import Options, Registry, SchemaError
 from assetmgr.pipeline.watcher import Change, Kind, Watches
 from assetmgr.pipeline.worker import fingerprint
 from assetmgr.store.connection import Endpoint, ValkeyMisconfigured
@@ -50,6 +50,7 @@ class ReaderOptions:
     schemas: str
     rules: tuple[tuple[str, str], ...]
     validators: dict[str, list[str]]
+    schema_options: Options
     limits: Limits
     workers: int
     delete_hold: float
@@ -70,6 +71,7 @@ class ReaderOptions:
             schemas=cfg.schemas,
             rules=tuple(cfg.schema_rules),
             validators=dict(cfg.validators),
+            schema_options=Options.from_config(cfg),
             limits=Limits.from_config(cfg),
             workers=cfg.workers,
             delete_hold=cfg.delete_hold,
@@ -82,6 +84,9 @@ class ReaderOptions:
             log_format=cfg.log_format,
             log_level=cfg.log_level,
         )
+
+    def load_schemas(self) -> Registry:
+        return schemas.load(self.schemas, self.rules, self.validators, self.schema_options)
 
 
 @dataclass
@@ -300,7 +305,7 @@ class Reader:
 
     def reload_schemas(self, now: float) -> None:
         try:
-            new = schemas.load(self.opts.schemas, self.opts.rules, self.opts.validators)
+            new = self.opts.load_schemas()
         except SchemaError as e:
             log.error("schema reload failed; keeping the previous schemas: %s", e)
             return
@@ -415,7 +420,7 @@ def serve(opts: ReaderOptions, to_writer: Connection, control: Connection) -> No
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    registry = schemas.load(opts.schemas, opts.rules, opts.validators)
+    registry = opts.load_schemas()
     reader = Reader(opts, registry, to_writer, control)
     reader.start()
     ceiling = Ceiling()

@@ -15,12 +15,12 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import fastjsonschema
 import zstandard
 
 from assetmgr.limits import MAX_VALUES, Limits
 from assetmgr.messages import Accepted, Missing, Rejected, Result, Stored, Unchanged, Verdict
 from assetmgr.pipeline.jsonparse import Invalid, parse_strict
+from assetmgr.pipeline.rejections import Violation
 from assetmgr.pipeline.schemas import Registry
 from assetmgr.pipeline.tree import inside, name_problem
 from assetmgr.printable import shown
@@ -52,8 +52,8 @@ def evaluate(
                 raise Invalid("logic", f"{_name(logic)}: {_one_line(problem)}")
     except Invalid as e:
         return Rejected(path, e.code, e.reason)
-    except fastjsonschema.JsonSchemaValueException as e:
-        return Rejected(path, "schema", f"schema {schema.name}: {_one_line(e.message)}")
+    except Violation as e:
+        return Rejected(path, "schema", f"schema {schema.name}: {e}")
     except Exception as e:  # a logic validator's own bug must not take the worker down
         return Rejected(path, "logic", f"validator failed: {type(e).__name__}: {_one_line(str(e))}")
     blob = (compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)).compress(data)

@@ -7,7 +7,8 @@ node and the assets on all of them, so the fence is an epoch: the lease's acquis
 kept per slot in a fence key beside the asset keys. A script refuses an epoch lower than the
 slot's and raises the slot's to its own, so once a new leader has touched a slot (it raises every
 slot when it takes over), a paused old leader can commit nothing there.
-Scripts are idempotent: content equal to what is stored is neither rewritten nor published.
+Scripts are idempotent: content equal to what is stored is neither rewritten nor published
+(only the manifest's `vfp` and `stat` follow an asset judged again under new rules).
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ local function write_manifest(key, hash, old_gen, at)
   end
   redis.call('HSET', key, unpack(fields))
 end
+-- An asset judged again with the same content (the validation rules changed): only the
+-- manifest's record of how it was validated, `vfp` and `stat`, follows; no new version, no
+-- publish. The next scan then finds it unchanged without reading it.
+local function refresh_manifest(key, at)
+  for i = 1, n do
+    local name = ARGV[3 + i]
+    if (name == 'vfp' or name == 'stat') and redis.call('HGET', key, name) ~= ARGV[at + i] then
+      redis.call('HSET', key, name, ARGV[at + i])
+    end
+  end
+end
 """
 
 # One asset per pair of keys: blob + manifest + PUBLISH together.
@@ -62,6 +74,7 @@ for a = 0, (#KEYS - 1) / 2 - 1 do
   local o = 4 + n + a * stride
   local old = redis.call('HMGET', manifest_key, 'hash', 'gen', 'zsize')
   if old[1] == ARGV[o + 2] and redis.call('STRLEN', blob_key) == tonumber(old[3]) then
+    refresh_manifest(manifest_key, o + 2)
     out[a + 1] = 0
   else
     redis.call('SET', blob_key, ARGV[o + 1])
@@ -116,6 +129,7 @@ for a = 0, #KEYS - 2 do
   local o = 4 + n + a * stride
   local old = redis.call('HMGET', key, 'hash', 'gen')
   if old[1] == ARGV[o + 1] and ARGV[o + 2] == '0' then
+    refresh_manifest(key, o + 2)
     out[a + 1] = 0
   else
     write_manifest(key, ARGV[o + 1], old[2], o + 2)
