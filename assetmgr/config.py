@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from assetmgr import webconfig
+from assetmgr.limits import MAX_DEPTH, MAX_SIZE, MAX_VALUES
 from assetmgr.pipeline import dialects, engines
 from assetmgr.store.connection import CLUSTER_MODES, Endpoint, normalize_url
 from assetmgr.store.keyspace import Keyspace, checked_prefix
@@ -225,12 +226,12 @@ SETTINGS: tuple[Setting, ...] = (
         "largest share of assets one prune may delete without --allow-mass-delete",
         ("hydrate", "daemon"),
     ),
-    Setting("max_size", _size, 16 * 1024**2, "largest asset file, bytes (K/M/G)", SCANNING),
-    Setting("max_depth", _positive_int, 64, "deepest JSON nesting allowed", SCANNING),
+    Setting("max_size", _size, MAX_SIZE, "largest asset file, bytes (K/M/G)", SCANNING),
+    Setting("max_depth", _positive_int, MAX_DEPTH, "deepest JSON nesting allowed", SCANNING),
     Setting(
         "max_values",
         _positive_int,
-        1_000_000,
+        MAX_VALUES,
         "most JSON values in one asset (memory: ~100 bytes each while parsing)",
         SCANNING,
     ),

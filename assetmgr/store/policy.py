@@ -37,13 +37,13 @@ class Daemon:
     # because the command prints a summary (quiet).
     quiet: ClassVar[bool] = False
 
-    def exit_code(self, outcome: Outcome, unusable: bool) -> ExitCode | None:
+    def exit_code(self, outcome: Outcome, locked_out: bool) -> ExitCode | None:
         """The exit code of a run that a restart would not cure (a boot error: the supervisor
-        stops instead of restarting it): a misconfiguration, or a Valkey that refused us for
-        good (credentials, TLS). None: end as usual."""
+        stops instead of restarting it): a misconfiguration, or a Valkey that locked us out
+        (credentials, TLS). None: end as usual."""
         if outcome is Outcome.MISCONFIGURED:
             return ExitCode.USAGE
-        if unusable:
+        if locked_out:
             return ExitCode.VALKEY
         return None
 
@@ -60,7 +60,7 @@ class OneShot:
     reports: ClassVar[bool] = False
     quiet: ClassVar[bool] = True
 
-    def exit_code(self, outcome: Outcome, unusable: bool) -> ExitCode | None:
+    def exit_code(self, outcome: Outcome, locked_out: bool) -> ExitCode | None:
         """None: the command turns the final report into its exit code."""
         return None
 

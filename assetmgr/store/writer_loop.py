@@ -40,7 +40,7 @@ log = logging.getLogger("assetmgr.writer")
 
 MARKER_CHECK = 2.0  # seconds between checks that Valkey still holds our last sync
 PENDING_MAX_BYTES = 128 * 1024**2
-REFUSED_PAUSE = 1.0  # seconds before a write Valkey refused (OOM, ACL) is tried again
+DENIED_PAUSE = 1.0  # seconds before a write Valkey denied (OOM, ACL) is tried again
 # Errors after which the batch is retried on a fresh connection.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException)
 UNACKED_PAUSE = 0.2  # seconds before a batch too few replicas acknowledged is sent again
@@ -60,13 +60,13 @@ class WriterLoop:
         self.live: set[str] = set()  # paths whose valid content Valkey holds
         self.finished = False
         self.stopped: Report | None = None  # why a run that cannot stand by must end now
-        self.refused = False  # Valkey refused us for good: credentials, TLS
+        self.locked_out = False  # Valkey will not let us in: credentials, TLS
         self.needs_rescan = False
         self.synced_run_id: str | None = None
         self.next_marker_check = 0.0
         self.ceiling = Ceiling()
         self.hydrated = False  # per-path lines are debug until the first full sync is done
-        self.paused_until = 0.0  # after Valkey refused a write: retry then
+        self.paused_until = 0.0  # after Valkey denied a write: retry then
         self.unacked_since: float | None = None  # replicas have not acknowledged since then
         self.failing_since: float | None = None  # no batch has committed since then
 
@@ -290,7 +290,7 @@ class WriterLoop:
             ):
                 self.step()
         except ValkeyUnavailable as e:
-            self.refused = True
+            self.locked_out = True
             return Report(self.plan, Outcome.VALKEY_FAILED, str(e))
         except ValkeyMisconfigured as e:
             return Report(self.plan, Outcome.MISCONFIGURED, str(e))
@@ -354,7 +354,7 @@ class WriterLoop:
             if not self.opts.policy.retries:
                 raise ValkeyUnavailable(f"Valkey refused the write: {one_line(e)}") from None
             log.error("Valkey refused the write, retrying: %s", one_line(e))
-            self.paused_until = now + REFUSED_PAUSE
+            self.paused_until = now + DENIED_PAUSE
         except TRANSIENT as e:
             # The cut batch stays pending and is sent again whole on a new connection (the
             # commit scripts are idempotent). In a cluster, a failover or a slot migration
@@ -388,7 +388,7 @@ def serve(inbox: Connection, outbox: Connection, opts: WriterOptions) -> None:
     loop = WriterLoop(inbox, outbox, opts)
     report = loop.run()
     _send(outbox.send, report)
-    code = opts.policy.exit_code(report.outcome, loop.refused)
+    code = opts.policy.exit_code(report.outcome, loop.locked_out)
     if code is not None:  # a boot error: the supervisor stops instead of restarting it
         log.error("configuration error: %s" if code is ExitCode.USAGE else "%s", report.error)
         raise SystemExit(code)
