@@ -24,7 +24,7 @@ from assetmgr.store.connection import Endpoint, Link
 from assetmgr.store.lease import RETRY_MAX
 from assetmgr.store.writer import WriterOptions
 from assetmgr.store.writer_loop import WriterLoop
-from conftest import free_port, sha256, wait_for
+from conftest import sha256, wait_for
 
 TTL = 60.0
 RENEW = TTL / 3
@@ -230,8 +230,10 @@ def test_the_link_closes_the_client_it_replaces_and_the_last_one(valkey):
     wait_for(lambda: assetmgr_clients(client) == 0, 10, what="no client left connected")
 
 
-def test_the_link_retries_an_unreachable_valkey_later_and_later():
-    link = Link(Endpoint(f"redis://127.0.0.1:{free_port()}/0"), 1.0, logging.getLogger("test"))
+def test_the_link_retries_an_unreachable_valkey_later_and_later(tmp_path):
+    # A socket nobody listens on: a free TCP port may be taken by another test's server.
+    absent = Endpoint(f"unix://{tmp_path}/absent.sock")
+    link = Link(absent, 1.0, logging.getLogger("test"))
     gaps = []
     now = T0
     for _ in range(5):
