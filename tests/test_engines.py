@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import jsonschema_rs
 import pytest
@@ -338,3 +341,26 @@ def test_switching_engines_revalidates_once_then_the_fast_path_applies(valkey, r
     assert run_cli(*args, "--schema-engine", "jsonschema-rs", env=env).returncode == 0
     assert judged() == []  # the fast paths apply again
     assert fingerprints() == after
+
+
+def test_the_first_error_is_the_same_under_every_hash_seed(tmp_path):
+    """A set's order follows the process's hash seed: the reported key must not."""
+    doc = {"additionalProperties": {"type": "integer"}}
+    write_schemas(tmp_path, {"kind.schema.json": doc})
+    keys = [f"k{i}" for i in range(20)]
+    (tmp_path / "doc.json").write_text(json.dumps(dict.fromkeys(keys, "s")))
+    code = (
+        "import sys; from assetmgr.limits import Limits; from assetmgr.pipeline import schemas; "
+        "from assetmgr.pipeline.worker import evaluate; "
+        "r = schemas.load(sys.argv[1]); "
+        "print(evaluate('kind/a.json', open(sys.argv[2], 'rb').read(), r, Limits()).reason)"
+    )
+    reasons = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path), str(tmp_path / "doc.json")],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout.strip()
+        for seed in range(6)
+    }  # fmt: skip
+    assert reasons == {"schema kind.schema.json: /k0: type: must be integer, got string"}

@@ -54,6 +54,21 @@ def version(engine: str) -> str:
 # -- fastjsonschema -------------------------------------------------------------------------
 
 
+class OrderedKeys(dict[str, None]):
+    """An object's keys in document order, with the set operations fastjsonschema's code uses
+    on them. Its own `set` iterates in hash order, which varies with each process's hash seed,
+    so the first error reported for one file (an additionalProperties one) varied too."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        super().__init__(dict.fromkeys(obj))
+
+    def remove(self, key: str) -> None:
+        del self[key]
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(map(repr, self)) + "}"
+
+
 class _EcmaPatterns:
     """fastjsonschema's `pattern` and `patternProperties` with ECMA-262 regexes. Its own read
     `$` as Python does (a match before a final newline) in patternProperties, and both share one
@@ -67,8 +82,18 @@ class _EcmaPatterns:
     e: Any
     exc: Any
     create_variable_is_dict: Any
-    create_variable_keys: Any
+    _variables: dict[str, Any]
+    _scope_stack: list[Any]
+    _is_variable_in_scope: Any
     generate_func_code_block: Any
+
+    def create_variable_keys(self) -> None:
+        """`{variable}_keys` as OrderedKeys: errors reported in document order."""
+        name = f"{self._variable}_keys"
+        if self._is_variable_in_scope(name):
+            return
+        self._variables[name] = tuple(self._scope_stack)
+        self.l("{variable}_keys = OrderedKeys({variable})")
 
     def generate_pattern(self) -> None:
         pattern = self._definition["pattern"]
@@ -168,7 +193,7 @@ def _compile_validator(
     generator = _generator(dialect)(
         doc, resolver=resolver, formats=formats.checkers(dialect), use_default=False
     )
-    namespace = generator.global_state
+    namespace = {**generator.global_state, "OrderedKeys": OrderedKeys}
     code = _NAME_BY_LOCALS.sub(r'f"\1"', generator.func_code)
     exec(compile(code, f"<schema {resolver.base_uri}>", "exec"), namespace)
     return namespace[resolver.get_scope_name()]
