@@ -1,8 +1,10 @@
 """The assetmgr benchmark suite (issues 6 and 11; targets: perf/README.md): `make bench`, or
 
-    .venv/bin/python perf/bench.py [--sections cold,rehydrate,latency,burst,memory,scaling,cluster]
+    .venv/bin/python perf/bench.py [--sections cold,rehydrate,latency,burst,memory,scaling,cluster,
+                                               engines]
                                    [--repeat 3] [--quick | --smoke] [--out perf/results]
                                    [--corpus-dir DIR] [--shape realistic|trial]
+                                   [--engine fastjsonschema|jsonschema-rs]
 
 Each figure is min / median / max of `--repeat` runs (a set spread by more than 20% is run once
 more, both sets kept), measured with its baselines in this invocation on the same corpus and
@@ -44,6 +46,7 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "memory": daemon_sections.memory,
     "scaling": sections.scaling,
     "cluster": sections.cluster,
+    "engines": sections.engines,
 }
 FULL = Profile()
 QUICK = replace(
@@ -75,6 +78,7 @@ TARGETS = [
      "hydrate RSS per asset: largest step ≤ 1.25x first"),
     ("cluster", "ratio_cluster_vs_standalone", ">=", 0.7,
      "cold hydrate on a 3-primary cluster ≥ 0.7x standalone"),
+    ("engines", "ratio_rs_vs_fast", ">=", 1.0, "cold hydrate, jsonschema-rs ≥ 1x fastjsonschema"),
 ]  # fmt: skip
 
 
@@ -90,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--corpus-dir", type=Path, help="generate corpora here once, reuse them")
     parser.add_argument("--shape", choices=sorted(corpus.SHAPES), default="realistic",
                         help="corpus of the one-shot sections (trial: issue 11)")  # fmt: skip
+    parser.add_argument("--engine", choices=sections.ENGINES,
+                        help="--schema-engine of every hydrate and daemon")  # fmt: skip
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
@@ -200,7 +206,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         url = f"redis://127.0.0.1:{server.port}/0"
-        ctx = Context(profile, args.repeat, url, corpus_dir, logs, corpus.SHAPES[args.shape])
+        ctx = Context(
+            profile, args.repeat, url, corpus_dir, logs, corpus.SHAPES[args.shape], args.engine
+        )
         for name in args.sections:
             print(f"\n-- {name} ...", flush=True)
             started = time.perf_counter()
@@ -219,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "mode": mode,
             "repeat": args.repeat,
             "shape": args.shape,
+            "engine": args.engine,
             "profile": finite(_plain(vars(profile))),
         },
         "sections": results,

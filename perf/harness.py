@@ -77,6 +77,7 @@ class Context:
     corpus_dir: Path
     logs: Path
     shape: Callable[[int], Shape] = generator.realistic
+    engine: str | None = None  # --schema-engine of every hydrate and daemon; None: the default
     client: redis.Redis = field(init=False)
     _daemons: int = 0
 
@@ -107,13 +108,17 @@ class Context:
     ) -> measure.CliRun:
         """The whole `hydrate` command on `tree`, against this context's Valkey or `url`."""
         root, schemas = str(tree.assets), str(tree.schemas)
-        args = ["--root", root, "--schemas", schemas, "--valkey-url", url or self.url, *extra]
+        args = ["--root", root, "--schemas", schemas, "--valkey-url", url or self.url]
+        if self.engine and "--schema-engine" not in extra:
+            args += ["--schema-engine", self.engine]
+        args += extra
         return measure.run_cli("hydrate", *args, sample_rss=sample_rss)
 
     def daemon(self, tree: Corpus, name: str) -> measure.Daemon:
         self._daemons += 1
         log = self.logs / f"{name}-{self._daemons}.log"
-        return measure.Daemon(tree.assets, tree.schemas, self.url, log)
+        extra = ["--schema-engine", self.engine] if self.engine else []
+        return measure.Daemon(tree.assets, tree.schemas, self.url, log, extra)
 
 
 @contextlib.contextmanager

@@ -172,7 +172,9 @@ def free_port() -> int:
 class Daemon:
     """`python -m assetmgr daemon` in a subprocess, its log in a file; a context manager."""
 
-    def __init__(self, root: Path, schemas: Path, url: str, log_path: Path) -> None:
+    def __init__(
+        self, root: Path, schemas: Path, url: str, log_path: Path, extra: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -180,7 +182,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "assetmgr", "daemon", "--root", str(root),
              "--schemas", str(schemas), "--valkey-url", url,
-             "--metrics-addr", f"127.0.0.1:{self.port}"],
+             "--metrics-addr", f"127.0.0.1:{self.port}", *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env=clean_env(),
         )  # fmt: skip
 

@@ -194,3 +194,30 @@ def cluster(ctx: Context) -> dict[str, Any]:
         finally:
             kill_all(valkey_cluster.nodes)
     return result(load, figures, {"assets": n, "primaries": 3, **seen})
+
+
+ENGINES = ("fastjsonschema", "jsonschema-rs")
+
+
+def engines(ctx: Context) -> dict[str, Any]:
+    """Cold `hydrate` of the same tree under each schema engine, runs interleaved: the
+    jsonschema-rs run must be no slower (ratio_rs_vs_fast ≥ 1 means it is as fast or faster)
+    and reject exactly the same files."""
+    load = os.getloadavg()[0]
+    tree = ctx.tree(ctx.profile.cold)
+    n, seen = len(tree.paths), {}
+
+    def once() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for engine, key in zip(ENGINES, ("fast", "rs"), strict=True):
+            ctx.flush()
+            run = ctx.hydrate(tree, "--schema-engine", engine)
+            seen[f"{key}_rejected"] = run.counts.get("invalid", -1)
+            seen[f"{key}_added"] = run.counts.get("added", -1)
+            out[f"{key}_s"], out[f"{key}_per_s"] = run.seconds, rate(n, run.seconds)
+        out["ratio_rs_vs_fast"] = out["fast_s"] / out["rs_s"]
+        return out
+
+    figures = fig.repeated(ctx.repeat, once, "engines")
+    extra = {"assets": n, "corpus_mb": tree.bytes / 1e6, "invalid_expected": tree.invalid, **seen}
+    return result(load, figures, extra, corpus=_distribution(tree))

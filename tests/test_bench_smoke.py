@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 
-SECTIONS = {"cold", "rehydrate", "latency", "burst", "memory", "scaling", "cluster"}
+SECTIONS = {"cold", "rehydrate", "latency", "burst", "memory", "scaling", "cluster", "engines"}
 
 
 def run_perf(script, *args):
@@ -51,6 +51,9 @@ def test_bench_smoke_writes_every_section(tmp_path):
     assert report["sections"]["scaling"]["summary"]["workers_2_peak_rss_mb"] > 0
     cluster = report["sections"]["cluster"]["summary"]  # the same tree, sharded: same verdicts
     assert cluster["cluster_added"] == cluster["standalone_added"] == cold["hydrate_added"]
+    engines = report["sections"]["engines"]["summary"]  # either engine: the same verdicts
+    assert engines["rs_rejected"] == engines["fast_rejected"] == cold["invalid_expected"]
+    assert engines["rs_added"] == engines["fast_added"] == cold["hydrate_added"]
 
 
 @pytest.mark.timeout(300)
