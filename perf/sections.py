@@ -21,6 +21,8 @@ import figures as fig
 import measure
 from harness import Context, Corpus
 
+from assetmgr.pipeline import engines
+
 
 def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("nan")
@@ -196,10 +198,7 @@ def cluster(ctx: Context) -> dict[str, Any]:
     return result(load, figures, {"assets": n, "primaries": 3, **seen})
 
 
-ENGINES = ("fastjsonschema", "jsonschema-rs")
-
-
-def engines(ctx: Context) -> dict[str, Any]:
+def both_engines(ctx: Context) -> dict[str, Any]:
     """Cold `hydrate` of the same tree under each schema engine, runs interleaved: the
     jsonschema-rs run must be no slower (ratio_rs_vs_fast ≥ 1 means it is as fast or faster)
     and reject exactly the same files."""
@@ -209,7 +208,7 @@ def engines(ctx: Context) -> dict[str, Any]:
 
     def once() -> dict[str, float]:
         out: dict[str, float] = {}
-        for engine, key in zip(ENGINES, ("fast", "rs"), strict=True):
+        for engine, key in ((engines.FAST, "fast"), (engines.RUST, "rs")):
             ctx.flush()
             run = ctx.hydrate(tree, "--schema-engine", engine)
             seen[f"{key}_rejected"] = run.counts.get("invalid", -1)
